@@ -1,0 +1,9 @@
+"""Switch Transformer layers for Mesh TensorFlow (Fedus, Zoph, Shazeer 2021, arXiv 2101.03961).
+
+Importing this package first repairs mesh-tensorflow's import on the pinned TensorFlow (see
+``mtf_switch.compat``), then registers the project's gin-configurable layers.
+"""
+
+from mtf_switch import compat  # noqa: F401  (must run before mesh_tensorflow is imported)
+from mtf_switch import layers  # noqa: F401,E402  (registers the gin configurables)
+from mtf_switch.layers import MoEFFN, SwitchFFN  # noqa: F401,E402

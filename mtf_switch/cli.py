@@ -1,0 +1,25 @@
+"""The ``t5_mesh_transformer`` command line, made to work on the pinned TensorFlow.
+
+t5's own console script imports mesh_tensorflow before it reads ``--module_import``, so the
+compat repair has to happen before t5 is imported at all. This module does that, registers the
+project's gin configurables and tasks, and hands over to t5's ``console_entry_point`` with the
+user's flags untouched:
+
+    python -m mtf_switch.cli --model_dir=/tmp/m --gin_file=gin/models/switch_tiny.gin ...
+"""
+
+import sys
+
+from mtf_switch import compat  # noqa: F401  (must precede every t5 / mesh_tensorflow import)
+
+
+def main() -> int:
+  import mtf_switch.layers  # noqa: F401  (registers the gin configurables)
+  from t5.models import mesh_transformer_main
+
+  sys.argv[0] = "t5_mesh_transformer"
+  return mesh_transformer_main.console_entry_point()
+
+
+if __name__ == "__main__":
+  sys.exit(main())
