@@ -163,7 +163,7 @@ class _ExpertsFFN(transformer.TransformerLayer):
     return result.outputs
 
   def apply(self, x: mtf.Tensor, train: bool, variable_dtype: mtf.VariableDType,
-            layout=None, mesh_shape=None, nonpadding=None,
+            layout="", mesh_shape="", nonpadding=None,
             num_microbatches: Optional[int] = None) -> SparseFFNOutput:
     """The layer as a function, for tests and for callers without a Mesh-TF Context.
 
@@ -180,6 +180,8 @@ class _ExpertsFFN(transformer.TransformerLayer):
     Returns:
       SparseFFNOutput.
     """
+    layout = layout or ""
+    mesh_shape = mesh_shape or ""
     token_dims, model_dim = x.shape.dims[:-1], x.shape.dims[-1]
     batch_dim = token_dims[0]
     num_tokens = mtf.Shape(token_dims).size

@@ -270,8 +270,9 @@ def route_top1(inputs: mtf.Tensor, token_mask: mtf.Tensor, experts_dim: mtf.Dime
     ranked_index = mtf.split(ranked_index, choices_dim, choices_dim.size)
     slots_used = mtf.reduce_sum(kept, reduced_dim=tokens_dim)
     for choice_probs, choice_index in zip(ranked_probs[1:], ranked_index[1:]):
-      choice_probs = mtf.reshape(choice_probs, choice_probs.shape - choices_dim)
-      choice_index = mtf.reshape(choice_index, choice_index.shape - choices_dim)
+      # Each split piece keeps a size-1 "router_choices" dimension; drop it.
+      choice_probs = mtf.reshape(choice_probs, choice_probs.shape.dims[:-1])
+      choice_index = mtf.reshape(choice_index, choice_index.shape.dims[:-1])
       waiting = token_mask * (1.0 - routed)
       choice = mtf.one_hot(choice_index, experts_dim, dtype=tf.float32) * waiting
       position = (exclusive_cumsum(choice, tokens_dim) + slots_used) * choice
