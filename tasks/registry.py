@@ -1,0 +1,46 @@
+"""Idempotent wrappers around seqio's TaskRegistry and MixtureRegistry.
+
+seqio raises on a duplicate name, and a seqio.Mixture keeps the Task objects it was built with.
+So the import-time registrations use ``replace=False`` (a second import, or a reload, is a
+no-op), while the explicit ``register_*`` functions replace: a caller who registers a name again
+with other files or another vocabulary gets what they asked for, and those functions re-register
+their mixtures after their tasks so no mixture keeps a stale task.
+"""
+
+import seqio
+
+
+def add_task(name: str, *, replace: bool = True, **task_kwargs) -> seqio.Task:
+  """Registers a seqio Task, replacing or keeping an existing one of the same name.
+
+  Args:
+    name: the task name.
+    replace: if True, an existing task of this name is removed first; if False, the existing
+      task is returned unchanged.
+    **task_kwargs: keyword arguments of ``seqio.TaskRegistry.add`` (source, output_features,
+      preprocessors, postprocess_fn, metric_fns, ...).
+
+  Returns:
+    The registered task.
+  """
+  if name in seqio.TaskRegistry.names():
+    if not replace:
+      return seqio.TaskRegistry.get(name)
+    seqio.TaskRegistry.remove(name)
+  return seqio.TaskRegistry.add(name, **task_kwargs)
+
+
+def add_mixture(name: str, tasks, *, default_rate=None, replace: bool = True) -> seqio.Mixture:
+  """Registers a seqio Mixture; see ``add_task`` for the meaning of ``replace``."""
+  if name in seqio.MixtureRegistry.names():
+    if not replace:
+      return seqio.MixtureRegistry.get(name)
+    seqio.MixtureRegistry.remove(name)
+  return seqio.MixtureRegistry.add(name, tasks, default_rate=default_rate)
+
+
+def remove(*names: str) -> None:
+  """Removes tasks or mixtures by name, ignoring names that are not registered."""
+  for name in names:
+    seqio.MixtureRegistry.remove(name)
+    seqio.TaskRegistry.remove(name)

@@ -1,0 +1,332 @@
+"""The Switch layer's behaviour, with numbers that can be checked by hand."""
+
+import math
+
+import mesh_tensorflow as mtf
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from mesh_harness import run_on_mesh
+from mtf_switch import layers, routing
+
+F32 = mtf.VariableDType(tf.float32)
+BF16 = mtf.VariableDType(tf.float32, tf.float32, tf.bfloat16)
+
+
+def _dims(batch, length, d_model):
+  return [mtf.Dimension("batch", batch), mtf.Dimension("length", length),
+          mtf.Dimension("d_model", d_model)]
+
+
+def _apply(layer, x, weights, train=True, dtype=tf.float32, grad_of=None, seed=0,
+           variable_dtype=F32):
+  """Runs layer.apply on x (numpy [batch, length, d_model]); returns the MeshRun."""
+
+  def build(mesh, inputs):
+    inp = mtf.cast(inputs["x"], dtype)
+    out = layer.apply(inp, train=train, variable_dtype=variable_dtype)
+    stats = out.routing.statistics
+    result = {"y": mtf.cast(out.outputs, tf.float32), "aux": mtf.cast(out.aux_loss, tf.float32),
+              "dropped": stats.dropped_fraction, "load": stats.expert_fraction,
+              "entropy": stats.router_entropy, "sum_y": mtf.reduce_sum(out.outputs)}
+    return result
+
+  return run_on_mesh(build, {"x": (x, _dims(*x.shape))}, weights=weights, grad_of=grad_of,
+                     seed=seed)
+
+
+def _all_to_expert_zero(num_experts, d_model, hidden, logit=5.0):
+  """Weights whose router sends every token with x[..., 0] = 1 to expert 0 with logit 5."""
+  router = np.zeros((d_model, num_experts), np.float32)
+  router[0, 0] = logit
+  rng = np.random.RandomState(0)
+  return {
+      "router/kernel": router,
+      "wi/kernel": rng.randn(num_experts, d_model, hidden).astype(np.float32),
+      "wo/kernel": rng.randn(num_experts, hidden, d_model).astype(np.float32),
+  }
+
+
+def _tokens_with_first_feature_one(batch, length, d_model, seed=1):
+  x = np.random.RandomState(seed).randn(batch, length, d_model).astype(np.float32)
+  x[..., 0] = 1.0
+  return x
+
+
+def test_tokens_over_capacity_are_dropped_and_kept_ones_are_gated_ffn_outputs():
+  # One group of 8 tokens, 4 experts, capacity factor 1 -> 2 slots per expert. Every token
+  # picks expert 0, so tokens 0 and 1 are processed and tokens 2..7 are dropped.
+  layer = layers.SwitchFFN(num_experts=4, hidden_size=6, group_size=8, capacity_factor_train=1.0,
+                           min_expert_capacity=1, router_policy_train="argmax", summaries=False)
+  weights = _all_to_expert_zero(4, 3, 6)
+  x = _tokens_with_first_feature_one(1, 8, 3)
+  run = _apply(layer, x, weights)
+  y = run.outputs["y"][0]
+  gate = math.exp(5.0) / (math.exp(5.0) + 3.0)
+  expected = gate * np.maximum(x[0, :2] @ weights["wi/kernel"][0], 0.0) @ weights["wo/kernel"][0]
+  np.testing.assert_allclose(y[:2], expected, rtol=1e-5)
+  assert np.all(y[2:] == 0.0)  # a zero update: the residual carries the token unchanged
+  assert run.outputs["dropped"] == pytest.approx(0.75)
+  np.testing.assert_allclose(run.outputs["load"], [1.0, 0.0, 0.0, 0.0])
+  # All tokens on expert 0 with probability p0: loss = alpha * N * (1 * p0).
+  assert run.outputs["aux"] == pytest.approx(0.01 * 4 * gate, rel=1e-6)
+
+
+def test_dropped_token_leaves_a_residual_layer_stack_unchanged():
+  """In a Mesh-TF LayerStack (norm -> layer -> dropout -> residual add), a dropped token's
+  output equals its input exactly."""
+  from mesh_tensorflow.transformer import transformer
+
+  layer = layers.SwitchFFN(num_experts=4, hidden_size=6, group_size=8, capacity_factor_train=1.0,
+                           min_expert_capacity=1, router_policy_train="argmax", summaries=False)
+  stack = transformer.LayerStack(
+      [layer], sublayers_initial=[], sublayers_final=[],
+      sublayers_per_layer=[transformer.sublayer_rms_norm, transformer.sublayer_call_layer,
+                           transformer.sublayer_residual])
+  model = transformer.Unitransformer(
+      layer_stack=stack, d_model=3, input_vocab_size=8, output_vocab_size=8, autoregressive=False,
+      max_length=8)
+  x = _tokens_with_first_feature_one(1, 8, 3)
+  # The layer norm's output is what the router sees; scale=1, so keep x[..., 0] = 1 routing
+  # by using a router weight large enough to win for any normalised token.
+  weights = _all_to_expert_zero(4, 3, 6, logit=50.0)
+
+  def build(mesh, inputs):
+    context = transformer.Context(
+        model=model, mesh=mesh, batch_dims=inputs["x"].shape.dims[:1],
+        length_dim=inputs["x"].shape.dims[1], variable_dtype=F32, mode="train",
+        losses=[], sequence_id=1)
+    context.layer_outputs = []
+    with tf.variable_scope("stack"):
+      y = stack.call(context, inputs["x"])
+    return {"y": y, "aux": context.losses[0]}
+
+  run = run_on_mesh(build, {"x": (x, _dims(1, 8, 3))}, weights=weights)
+  np.testing.assert_array_equal(run.outputs["y"][0, 2:], x[0, 2:])
+  assert not np.allclose(run.outputs["y"][0, :2], x[0, :2])
+
+
+def test_balance_loss_is_exactly_alpha_under_uniform_routing():
+  # A zero router gives every expert probability 1/N, so N * sum_i f_i / N = 1 whatever f is.
+  layer = layers.SwitchFFN(num_experts=8, hidden_size=4, group_size=16,
+                           router_policy_train="argmax", load_balance_loss_coef=0.01)
+  rng = np.random.RandomState(2)
+  weights = {"router/kernel": np.zeros((4, 8), np.float32)}
+  run = _apply(layer, rng.randn(4, 8, 4).astype(np.float32), weights)
+  assert run.outputs["aux"] == pytest.approx(0.01, rel=1e-6)
+  assert run.outputs["entropy"] == pytest.approx(math.log(8), rel=1e-5)
+
+
+def test_balance_loss_is_alpha_for_balanced_choices_and_n_alpha_for_collapse():
+  # Two tokens, two experts, logits +-L: each expert gets one token with probability p and
+  # the other with 1 - p: f = (1/2, 1/2), P = (1/2, 1/2) -> loss = 2 * 2 * 1/4 = 1.
+  layer = layers.SwitchFFN(num_experts=2, hidden_size=4, group_size=2, min_expert_capacity=1,
+                           router_policy_train="argmax")
+  router = np.array([[3.0, -3.0], [0.0, 0.0]], np.float32)
+  x = np.array([[[1.0, 0.0], [-1.0, 0.0]]], np.float32)
+  run = _apply(layer, x, {"router/kernel": router})
+  assert run.outputs["aux"] == pytest.approx(0.01, rel=1e-6)
+  # Both tokens on expert 0 with probability p: loss = 2 * (1 * p) -> 2 alpha as p -> 1.
+  x = np.array([[[1.0, 0.0], [1.0, 0.0]]], np.float32)
+  run = _apply(layer, x, {"router/kernel": router})
+  p = 1.0 / (1.0 + math.exp(-6.0))
+  assert run.outputs["aux"] == pytest.approx(0.01 * 2 * p, rel=1e-6)
+
+
+def test_router_runs_in_float32_under_bfloat16_activations():
+  layer = layers.SwitchFFN(num_experts=4, hidden_size=8, group_size=16,
+                           router_policy_train="argmax", summaries=False)
+  graph = tf.Graph()
+  with graph.as_default():
+    mesh = mtf.Mesh(mtf.Graph(), "mesh")
+    x = mtf.zeros(mesh, _dims(2, 8, 4), dtype=tf.bfloat16)
+    logits = routing.router_logits(
+        mtf.reshape(x, [mtf.Dimension("batch", 1), mtf.Dimension("tokens", 16), x.shape[-1]]),
+        mtf.Dimension("experts", 4), routing.RouterConfig(), True, BF16)
+    assert logits.dtype == tf.float32
+    out = layer.apply(x, train=True, variable_dtype=BF16)
+    assert out.outputs.dtype == tf.bfloat16
+    assert out.routing.dispatch_mask.dtype == tf.bfloat16
+    assert out.routing.combine_weights.dtype == tf.bfloat16
+    assert out.routing.load_balance_loss.dtype == tf.float32
+    assert out.routing.statistics.router_entropy.dtype == tf.float32
+    # The router's softmax is computed on float32 tensors: no bfloat16 softmax in the graph.
+    softmax_dtypes = {op.outputs[0].dtype for op in mesh.graph.operations
+                      if "softmax" in op.name.lower() and op.outputs}
+    assert softmax_dtypes == {tf.float32}
+
+
+def test_bfloat16_layer_routes_like_float32_and_stays_close():
+  layer = layers.SwitchFFN(num_experts=4, hidden_size=8, group_size=16,
+                           router_policy_train="argmax", summaries=False)
+  rng = np.random.RandomState(3)
+  x = rng.randn(2, 8, 4).astype(np.float32)
+  weights = {"router/kernel": rng.randn(4, 4).astype(np.float32)}
+  f32 = _apply(layer, x, weights)
+  bf16 = _apply(layer, x, weights, dtype=tf.bfloat16, variable_dtype=BF16)
+  np.testing.assert_allclose(bf16.outputs["load"], f32.outputs["load"])
+  np.testing.assert_allclose(bf16.outputs["y"], f32.outputs["y"], rtol=0.05, atol=0.05)
+
+
+def test_gradients_reach_the_router_through_the_gate():
+  """With the balance loss off, the only path to the router is y = gate * E(x)."""
+  layer = layers.SwitchFFN(num_experts=4, hidden_size=6, group_size=8, capacity_factor_train=2.0,
+                           router_policy_train="argmax", load_balance_loss_coef=0.0,
+                           summaries=False)
+  rng = np.random.RandomState(4)
+  x = rng.randn(1, 8, 3).astype(np.float32)
+  weights = {"router/kernel": rng.randn(3, 4).astype(np.float32),
+             "wi/kernel": rng.randn(4, 3, 6).astype(np.float32),
+             "wo/kernel": rng.randn(4, 6, 3).astype(np.float32)}
+  run = _apply(layer, x, weights, grad_of="sum_y")
+  grad = run.variable_grads["router/kernel"]
+  assert np.abs(grad).max() > 1e-3
+  # Central difference on one router weight agrees (routing is unchanged by a small step).
+  i, j = np.unravel_index(np.abs(grad).argmax(), grad.shape)
+  eps = 1e-3
+  sums = []
+  for sign in (1.0, -1.0):
+    bumped = dict(weights)
+    bumped["router/kernel"] = weights["router/kernel"].copy()
+    bumped["router/kernel"][i, j] += sign * eps
+    sums.append(float(_apply(layer, x, bumped).outputs["sum_y"]))
+  assert (sums[0] - sums[1]) / (2 * eps) == pytest.approx(float(grad[i, j]), rel=2e-2)
+
+
+def test_input_jitter_only_perturbs_training():
+  layer = layers.SwitchFFN(num_experts=4, hidden_size=4, group_size=32, router_policy_train=
+                           "input_jitter", jitter_eps=0.01, summaries=False)
+  rng = np.random.RandomState(5)
+  x = rng.randn(4, 8, 4).astype(np.float32)
+  weights = {"router/kernel": rng.randn(4, 4).astype(np.float32),
+             "wi/kernel": rng.randn(4, 4, 4).astype(np.float32),
+             "wo/kernel": rng.randn(4, 4, 4).astype(np.float32)}
+  eval_a = _apply(layer, x, weights, train=False, seed=1).outputs["y"]
+  eval_b = _apply(layer, x, weights, train=False, seed=2).outputs["y"]
+  np.testing.assert_array_equal(eval_a, eval_b)
+  train_a = _apply(layer, x, weights, seed=1).outputs["y"]
+  train_b = _apply(layer, x, weights, seed=2).outputs["y"]
+  assert not np.array_equal(train_a, train_b)
+  # A 1% multiplicative jitter moves the gates by about 1%, not more.
+  np.testing.assert_allclose(train_a, train_b, rtol=0.0, atol=0.1 * np.abs(train_a).max())
+
+
+def test_sample_policy_follows_the_router_distribution():
+  # Zero router: sampling is uniform over 4 experts; 4096 tokens give each about 1/4.
+  layer = layers.SwitchFFN(num_experts=4, hidden_size=4, group_size=1024,
+                           router_policy_train="sample", summaries=False)
+  x = np.random.RandomState(6).randn(16, 256, 4).astype(np.float32)
+  load = _apply(layer, x, {"router/kernel": np.zeros((4, 4), np.float32)}).outputs["load"]
+  np.testing.assert_allclose(load, 0.25, atol=0.03)
+  # argmax on ties always picks expert 0.
+  argmax = layers.SwitchFFN(num_experts=4, hidden_size=4, group_size=1024,
+                            router_policy_train="argmax", summaries=False)
+  load = _apply(argmax, x, {"router/kernel": np.zeros((4, 4), np.float32)}).outputs["load"]
+  np.testing.assert_allclose(load, [1.0, 0.0, 0.0, 0.0])
+
+
+def test_expert_dropout_applies_in_training_only():
+  kwargs = dict(num_experts=2, hidden_size=64, group_size=16, router_policy_train="argmax",
+                capacity_factor_train=2.0, capacity_factor_eval=2.0, summaries=False)
+  rng = np.random.RandomState(7)
+  x = rng.randn(2, 8, 4).astype(np.float32)
+  weights = {"router/kernel": rng.randn(4, 2).astype(np.float32),
+             "wi/kernel": rng.randn(2, 4, 64).astype(np.float32),
+             "wo/kernel": rng.randn(2, 64, 4).astype(np.float32)}
+  plain = layers.SwitchFFN(**kwargs)
+  dropped = layers.SwitchFFN(expert_dropout_rate=0.4, **kwargs)
+  np.testing.assert_allclose(_apply(dropped, x, weights, train=False).outputs["y"],
+                             _apply(plain, x, weights, train=False).outputs["y"], rtol=1e-6)
+  assert not np.allclose(_apply(dropped, x, weights).outputs["y"],
+                         _apply(plain, x, weights).outputs["y"])
+
+
+def test_geglu_expert_is_gelu_times_linear():
+  layer = layers.SwitchFFN(num_experts=2, hidden_size=5, group_size=4, capacity_factor_train=2.0,
+                           activation="geglu", router_policy_train="argmax", summaries=False)
+  rng = np.random.RandomState(8)
+  x = rng.randn(1, 4, 3).astype(np.float32)
+  weights = {"router/kernel": np.zeros((3, 2), np.float32),  # everything to expert 0, gate 1/2
+             "wi_0/kernel": rng.randn(2, 3, 5).astype(np.float32),
+             "wi_1/kernel": rng.randn(2, 3, 5).astype(np.float32),
+             "wo/kernel": rng.randn(2, 5, 3).astype(np.float32)}
+  run = _apply(layer, x, weights)
+
+  def gelu(v):  # the tanh approximation mtf.gelu uses
+    return 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v ** 3)))
+
+  hidden = gelu(x[0] @ weights["wi_0/kernel"][0]) * (x[0] @ weights["wi_1/kernel"][0])
+  np.testing.assert_allclose(run.outputs["y"][0], 0.5 * hidden @ weights["wo/kernel"][0],
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_weights_start_truncated_normal_with_scale_point_one():
+  layer = layers.SwitchFFN(num_experts=8, hidden_size=256, group_size=64, summaries=False)
+  run = _apply(layer, np.zeros((2, 32, 64), np.float32), weights={})
+  for name, fan_in in (("router/kernel", 64), ("wi/kernel", 64), ("wo/kernel", 256)):
+    sigma = math.sqrt(0.1 / fan_in)
+    values = run.variables[name]
+    assert np.abs(values).max() <= 2 * sigma + 1e-7, name  # truncated at two sigma
+    # A normal truncated at +-2 sigma has standard deviation 0.880 sigma.
+    assert values.std() == pytest.approx(0.880 * sigma, rel=0.05), name
+
+
+def test_summaries_name_the_layer():
+  layer = layers.SwitchFFN(num_experts=2, hidden_size=4, group_size=8)
+  graph = tf.Graph()
+  with graph.as_default():
+    mesh = mtf.Mesh(mtf.Graph(), "mesh")
+    with tf.variable_scope("encoder/layer_001"):
+      layer.apply(mtf.zeros(mesh, _dims(1, 8, 4)), train=True, variable_dtype=F32)
+    names = [op.name for op in mesh.graph.operations
+             if isinstance(op, mtf.ops.ScalarSummaryOperation)]
+  prefix = "moe/encoder/layer_001/"
+  for suffix in ("expert_load/000", "expert_load/001", "dropped_fraction", "router_entropy",
+                 "load_balance_loss", "aux_loss"):
+    assert any(prefix + suffix in name for name in names), (suffix, names)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(capacity_factor_train=0.0), "capacity_factor must be .* got 0.0"),
+    (dict(capacity_factor_eval=-1.0), "capacity_factor must be .* got -1.0"),
+    (dict(router_policy_train="jitter"), "router policy_train='jitter'"),
+    (dict(router_policy_eval="top2"), "router policy_eval='top2'"),
+    (dict(activation="tanh"), "activation='tanh'"),
+    (dict(num_experts=0), "num_experts must be a positive integer, got 0"),
+    (dict(expert_dropout_rate=1.0), "expert_dropout_rate must be in"),
+    (dict(num_overflow_choices=4, num_experts=4), "num_overflow_choices=4"),
+    (dict(jitter_eps=-0.1), "jitter_eps"),
+])
+def test_bad_configuration_names_the_value(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    layers.SwitchFFN(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_experts=1), "num_experts=1 is too few"),
+    (dict(second_policy_train="sometimes"), "second_policy_train='sometimes'"),
+    (dict(router_policy_train="sample"), "'sample' picks one expert"),
+])
+def test_bad_moe_configuration_names_the_value(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    layers.MoEFFN(**kwargs)
+
+
+def test_top2_sends_each_token_to_two_experts_with_gates_summing_to_one():
+  layer = layers.MoEFFN(num_experts=4, hidden_size=4, group_size=8, capacity_factor_train=4.0,
+                        second_policy_train="all", summaries=False)
+  rng = np.random.RandomState(9)
+  x = rng.randn(1, 8, 3).astype(np.float32)
+
+  def build(mesh, inputs):
+    out = layer.apply(inputs["x"], train=True, variable_dtype=F32)
+    dims = out.routing.combine_weights.shape.dims
+    return {"per_token_weight": mtf.reduce_sum(out.routing.combine_weights,
+                                               output_shape=dims[:2]),
+            "per_token_slots": mtf.reduce_sum(out.routing.dispatch_mask, output_shape=dims[:2])}
+
+  run = run_on_mesh(build, {"x": (x, _dims(1, 8, 3))},
+                    weights={"router/kernel": rng.randn(3, 4).astype(np.float32)})
+  np.testing.assert_allclose(run.outputs["per_token_weight"], 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(run.outputs["per_token_slots"], 2.0)
