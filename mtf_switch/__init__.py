@@ -6,4 +6,6 @@ Importing this package first repairs mesh-tensorflow's import on the pinned Tens
 
 from mtf_switch import compat  # noqa: F401  (must run before mesh_tensorflow is imported)
 from mtf_switch import layers  # noqa: F401,E402  (registers the gin configurables)
+from mtf_switch import attention  # noqa: F401,E402
+from mtf_switch.attention import SwitchAttention  # noqa: F401,E402
 from mtf_switch.layers import MoEFFN, SwitchFFN  # noqa: F401,E402

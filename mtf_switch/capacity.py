@@ -39,7 +39,7 @@ class GroupPlan:
     return self.num_groups * self.tokens_per_group
 
 
-def _require_positive_int(name: str, value) -> None:
+def require_positive_int(name: str, value) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
@@ -61,9 +61,9 @@ def plan_groups(num_tokens: int, max_group_size: int, num_group_shards: int = 1)
     ValueError: naming the offending value, if the sizes are not positive integers or the
       tokens cannot be split evenly over the mesh dimension.
   """
-  _require_positive_int("num_tokens", num_tokens)
-  _require_positive_int("max_group_size", max_group_size)
-  _require_positive_int("num_group_shards", num_group_shards)
+  require_positive_int("num_tokens", num_tokens)
+  require_positive_int("max_group_size", max_group_size)
+  require_positive_int("num_group_shards", num_group_shards)
   if num_tokens % num_group_shards:
     raise ValueError(
         f"cannot form routing groups: num_tokens={num_tokens} (batch x length) is not divisible "
@@ -88,9 +88,9 @@ def expert_capacity(tokens_per_group: int, num_experts: int, capacity_factor: fl
     ValueError: naming the offending value, for a capacity factor <= 0 (or not finite) or
       sizes that are not positive integers.
   """
-  _require_positive_int("tokens_per_group", tokens_per_group)
-  _require_positive_int("num_experts", num_experts)
-  _require_positive_int("min_expert_capacity", min_expert_capacity)
+  require_positive_int("tokens_per_group", tokens_per_group)
+  require_positive_int("num_experts", num_experts)
+  require_positive_int("min_expert_capacity", min_expert_capacity)
   if (isinstance(capacity_factor, bool) or not isinstance(capacity_factor, (int, float))
       or not math.isfinite(capacity_factor) or capacity_factor <= 0):
     raise ValueError(f"capacity_factor must be a finite number > 0, got {capacity_factor!r}")

@@ -65,13 +65,15 @@ def _check_nonnegative(name: str, value: float) -> None:
     raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
-class _ExpertsFFN(transformer.TransformerLayer):
-  """Shared machinery of the sparse FFN layers; subclasses choose the router."""
+class _RoutedExperts(transformer.TransformerLayer):
+  """Groups, capacity, routing, dispatch and combine around a pluggable expert computation.
+
+  Subclasses choose the router (``_route``) and what the experts compute
+  (``_expert_computation``).
+  """
 
   def __init__(self,
                num_experts: int = 8,
-               hidden_size: int = 2048,
-               activation: str = "relu",
                group_size: int = 1024,
                capacity_factor_train: float = 1.25,
                capacity_factor_eval: float = 2.0,
@@ -83,15 +85,12 @@ class _ExpertsFFN(transformer.TransformerLayer):
                jitter_eps: float = 1e-2,
                router_input_dropout_rate: float = 0.1,
                sample_temperature: float = 1.0,
-               expert_dropout_rate: float = 0.0,
                init_scale: float = 0.1,
                summaries: bool = True):
-    """Configures the layer; every value is checked here, at graph-build time.
+    """Configures routing; every value is checked here, at graph-build time.
 
     Args:
       num_experts: experts in the layer (N in eq. 4).
-      hidden_size: d_ff of each expert.
-      activation: "relu", "gelu", "geglu" (Table 9's FFN_GEGLU) or "swiglu".
       group_size: the largest routing group; capacity is per group.
       capacity_factor_train: capacity factor while training (paper: 1.0 or 1.25).
       capacity_factor_eval: capacity factor in evaluation and inference.
@@ -104,32 +103,25 @@ class _ExpertsFFN(transformer.TransformerLayer):
       jitter_eps: epsilon of the multiplicative input jitter (paper: 0.01).
       router_input_dropout_rate: dropout of the input_dropout policy.
       sample_temperature: temperature of the sample policy.
-      expert_dropout_rate: dropout inside the experts (paper fine-tunes with 0.4).
       init_scale: s of the truncated-normal init sigma = sqrt(s / fan_in) for the router and
         expert weights (paper: 0.1).
       summaries: write per-layer TensorBoard scalars while training.
     """
-    capacity_lib._require_positive_int("num_experts", num_experts)
-    capacity_lib._require_positive_int("hidden_size", hidden_size)
-    capacity_lib._require_positive_int("group_size", group_size)
-    experts_lib.check_activation(activation)
+    capacity_lib.require_positive_int("num_experts", num_experts)
+    capacity_lib.require_positive_int("group_size", group_size)
     # Both factors are checked now, so an eval-only typo cannot survive a long training run.
     for factor in (capacity_factor_train, capacity_factor_eval):
       capacity_lib.expert_capacity(1, 1, factor, 1)
-    capacity_lib._require_positive_int("min_expert_capacity", min_expert_capacity)
+    capacity_lib.require_positive_int("min_expert_capacity", min_expert_capacity)
     _check_nonnegative("load_balance_loss_coef", load_balance_loss_coef)
     _check_nonnegative("z_loss_coef", z_loss_coef)
-    _check_rate("expert_dropout_rate", expert_dropout_rate)
     self.num_experts = num_experts
-    self.hidden_size = hidden_size
-    self.activation = activation
     self.group_size = group_size
     self.capacity_factor_train = capacity_factor_train
     self.capacity_factor_eval = capacity_factor_eval
     self.min_expert_capacity = min_expert_capacity
     self.load_balance_loss_coef = load_balance_loss_coef
     self.z_loss_coef = z_loss_coef
-    self.expert_dropout_rate = expert_dropout_rate
     self.init_scale = init_scale
     self.summaries = summaries
     self.router_config = routing.RouterConfig(
@@ -139,6 +131,19 @@ class _ExpertsFFN(transformer.TransformerLayer):
         input_dropout_rate=router_input_dropout_rate,
         sample_temperature=sample_temperature,
         init_scale=init_scale)
+
+  def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype):
+    """[experts, groups, capacity, d_model] -> [experts, groups, capacity, out_dim]."""
+    raise NotImplementedError
+
+  def _check_layout(self, layout, mesh_shape) -> None:
+    """Raises ValueError if an expert dimension does not divide its mesh dimension."""
+    experts_split = mtf.tensor_dim_to_mesh_dim_size(
+        layout, mesh_shape, mtf.Dimension(EXPERTS_DIM_NAME, self.num_experts))
+    if self.num_experts % experts_split:
+      raise ValueError(
+          f"num_experts={self.num_experts} is not divisible by the {experts_split} devices of "
+          f"the mesh dimension that the layout puts '{EXPERTS_DIM_NAME}' on")
 
   # Subclasses: the routing decision for one grouped batch.
   def _route(self, grouped_inputs, token_mask, experts_dim, capacity_dim, train,
@@ -178,7 +183,7 @@ class _ExpertsFFN(transformer.TransformerLayer):
       num_microbatches: the loss is divided by this, as Mesh-TF sums it per microbatch.
 
     Returns:
-      SparseFFNOutput.
+      SparseFFNOutput; outputs are [x's token dims..., out_dim] (out_dim = d_model for FFNs).
     """
     layout = layout or ""
     mesh_shape = mesh_shape or ""
@@ -188,18 +193,9 @@ class _ExpertsFFN(transformer.TransformerLayer):
     groups_split = mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, batch_dim)
     plan = capacity_lib.plan_groups(num_tokens, self.group_size, groups_split)
 
+    self._check_layout(layout, mesh_shape)
     experts_dim = mtf.Dimension(EXPERTS_DIM_NAME, self.num_experts)
     experts_split = mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, experts_dim)
-    if self.num_experts % experts_split:
-      raise ValueError(
-          f"num_experts={self.num_experts} is not divisible by the {experts_split} devices of "
-          f"the mesh dimension that the layout puts '{EXPERTS_DIM_NAME}' on")
-    hidden_split = mtf.tensor_dim_to_mesh_dim_size(
-        layout, mesh_shape, mtf.Dimension(experts_lib.HIDDEN_DIM_NAME, self.hidden_size))
-    if self.hidden_size % hidden_split:
-      raise ValueError(
-          f"hidden_size={self.hidden_size} is not divisible by the {hidden_split} devices of "
-          f"the mesh dimension that the layout puts '{experts_lib.HIDDEN_DIM_NAME}' on")
 
     capacity_factor = self.capacity_factor_train if train else self.capacity_factor_eval
     slots = capacity_lib.expert_capacity(plan.tokens_per_group, self.num_experts,
@@ -216,12 +212,10 @@ class _ExpertsFFN(transformer.TransformerLayer):
                         capacity_dim, train, variable_dtype)
     expert_inputs = dispatch_lib.dispatch(grouped, route.dispatch_mask, experts_dim,
                                           experts_are_split=experts_split > 1)
-    expert_outputs = experts_lib.expert_ffn(
-        expert_inputs, experts_dim, self.hidden_size, self.activation,
-        self.expert_dropout_rate, train, variable_dtype, self.init_scale)
+    expert_outputs = self._expert_computation(expert_inputs, experts_dim, train, variable_dtype)
     outputs = dispatch_lib.combine(expert_outputs, route.combine_weights, groups_dim,
                                    experts_are_split=experts_split > 1)
-    outputs = mtf.reshape(outputs, x.shape)
+    outputs = mtf.reshape(outputs, token_dims + outputs.shape.dims[-1:])
 
     aux_loss = self.load_balance_loss_coef * route.load_balance_loss
     if self.z_loss_coef:
@@ -247,6 +241,40 @@ class _ExpertsFFN(transformer.TransformerLayer):
     mtf.scalar_summary(f"{prefix}/load_balance_loss", route.load_balance_loss)
     mtf.scalar_summary(f"{prefix}/z_loss", route.z_loss)
     mtf.scalar_summary(f"{prefix}/aux_loss", mtf.to_float(aux_loss))
+
+
+class _ExpertsFFN(_RoutedExperts):
+  """Routed experts that are feed-forward networks (the Switch FFN and the MoE FFN)."""
+
+  def __init__(self, hidden_size: int = 2048, activation: str = "relu",
+               expert_dropout_rate: float = 0.0, **kwargs):
+    """Args (beyond ``_RoutedExperts``):
+
+      hidden_size: d_ff of each expert.
+      activation: "relu", "gelu", "geglu" (Table 9's FFN_GEGLU) or "swiglu".
+      expert_dropout_rate: dropout inside the experts (paper fine-tunes with 0.4).
+    """
+    super().__init__(**kwargs)
+    capacity_lib.require_positive_int("hidden_size", hidden_size)
+    experts_lib.check_activation(activation)
+    _check_rate("expert_dropout_rate", expert_dropout_rate)
+    self.hidden_size = hidden_size
+    self.activation = activation
+    self.expert_dropout_rate = expert_dropout_rate
+
+  def _check_layout(self, layout, mesh_shape) -> None:
+    super()._check_layout(layout, mesh_shape)
+    hidden_split = mtf.tensor_dim_to_mesh_dim_size(
+        layout, mesh_shape, mtf.Dimension(experts_lib.HIDDEN_DIM_NAME, self.hidden_size))
+    if self.hidden_size % hidden_split:
+      raise ValueError(
+          f"hidden_size={self.hidden_size} is not divisible by the {hidden_split} devices of "
+          f"the mesh dimension that the layout puts '{experts_lib.HIDDEN_DIM_NAME}' on")
+
+  def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype):
+    return experts_lib.expert_ffn(
+        expert_inputs, experts_dim, self.hidden_size, self.activation,
+        self.expert_dropout_rate, train, variable_dtype, self.init_scale)
 
 
 @gin.configurable(module="mtf_switch")

@@ -70,7 +70,7 @@ def training_sentences(paths: Sequence[str], holdout_every: int = lines_lib.HOLD
       yield from _pieces(document)
 
 
-def _write_atomically(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: bytes) -> None:
   """Writes ``data`` to ``path`` so that readers never see a partial file."""
   tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
   with tf.io.gfile.GFile(tmp, "wb") as f:
@@ -129,9 +129,9 @@ def train_sentencepiece(input_paths, output_prefix: str, vocab_size: int, *,
   processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
   vocab_lines = "".join(f"{processor.id_to_piece(i)}\t{processor.get_score(i)}\n"
                         for i in range(processor.get_piece_size()))
-  _write_atomically(f"{output_prefix}.vocab", vocab_lines.encode("utf-8"))
+  write_atomically(f"{output_prefix}.vocab", vocab_lines.encode("utf-8"))
   # The .model file goes last: CachedSentencePieceVocabulary treats it as "build finished".
-  _write_atomically(f"{output_prefix}.model", model.getvalue())
+  write_atomically(f"{output_prefix}.model", model.getvalue())
   return f"{output_prefix}.model"
 
 

@@ -1,0 +1,150 @@
+"""Switch attention (paper App. A): experts in the query, key and value projections.
+
+Each token is routed once by a Switch (top-1) router; its expert e then projects it with
+expert-specific weights W_q^e, W_k^e, W_v^e ([experts, d_model, heads * d_kv] each, stored as
+one [experts, d_model, 3 * heads * d_kv] kernel), and the projections are scaled by the gate
+p_e(x), as in eq. 2. Attention itself (scores, softmax, output projection W_o) is Mesh-TF's
+ordinary multi-head self-attention, shared by all tokens. A token dropped by capacity gets
+zero queries, keys and values: it attends uniformly and is attended to with score zero.
+
+moe.py's ExpertsAttention routes through a two-matrix expert FFN per projection and shares
+keys with values; App. A describes Switch layers replacing the projection matrices, so here
+each expert is exactly one linear projection and k and v stay distinct.
+"""
+
+import gin
+import mesh_tensorflow as mtf
+import tensorflow.compat.v1 as tf
+from mesh_tensorflow.transformer import attention, transformer_layers
+
+from mtf_switch import layers, routing
+
+QKV_DIM_NAME = "qkv"
+
+
+class _SwitchProjections(layers._RoutedExperts):
+  """Routes tokens and applies each expert's fused q/k/v projection."""
+
+  def __init__(self, projection_size: int, **kwargs):
+    super().__init__(**kwargs)
+    self.projection_size = projection_size
+
+  def _route(self, grouped_inputs, token_mask, experts_dim, capacity_dim, train,
+             variable_dtype):
+    return routing.route_top1(grouped_inputs, token_mask, experts_dim, capacity_dim,
+                              self.router_config, train, variable_dtype)
+
+  def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype):
+    del train
+    model_dim = expert_inputs.shape.dims[-1]
+    return mtf.layers.dense(
+        expert_inputs, mtf.Dimension(QKV_DIM_NAME, 3 * self.projection_size),
+        reduced_dims=[model_dim], expert_dims=[experts_dim], use_bias=False,
+        variable_dtype=variable_dtype,
+        kernel_initializer=mtf.layers.VarianceScalingInitializer(scale=self.init_scale),
+        name="qkv")
+
+
+class _ExpertProjectionParams(attention.AttentionParams):
+  """AttentionParams whose q, k and v come from the routed experts (one routing for all)."""
+
+  def __init__(self, context, projections: _SwitchProjections, **kwargs):
+    super().__init__(make_attention_vars=False, **kwargs)
+    self._context = context
+    self._projections = projections
+    self._k = self._v = None
+
+  def compute_q(self, query_antecedent):
+    context = self._context
+    with tf.variable_scope("switch_qkv"):
+      result = self._projections.apply(
+          query_antecedent, train=context.train, variable_dtype=context.variable_dtype,
+          layout=context.model.layout, mesh_shape=context.model.mesh_shape,
+          nonpadding=context.nonpadding, num_microbatches=context.num_microbatches)
+    if context.losses is not None:
+      context.losses.append(result.aux_loss)
+    qkv = result.outputs
+    size = self._projections.projection_size
+    pieces = mtf.split(qkv, qkv.shape.dims[-1], [size, size, size])
+    q, k, v = (mtf.rename_dimension(p, QKV_DIM_NAME, "heads_times_kv") for p in pieces)
+    self._k = mtf.replace_dimensions(k, k.shape.dims[-1], self.k_dims)
+    self._v = mtf.replace_dimensions(v, v.shape.dims[-1], self.v_dims)
+    q = mtf.replace_dimensions(q, q.shape.dims[-1], self.q_dims)
+    # The standard params fold 1/sqrt(d_kv) into W_q's init; expert projections scale here.
+    return q * (self.key_dim.size ** -0.5)
+
+  def _like_memory(self, t, memory_antecedent):
+    """Renames the query-side length dimension to the memory's (length -> memory_length)."""
+    for mine, theirs in zip(t.shape.dims, memory_antecedent.shape.dims[:-1]):
+      if mine != theirs and mine.size == theirs.size:
+        t = mtf.replace_dimensions(t, mine, theirs)
+    return t
+
+  def compute_k(self, memory_antecedent):
+    return self._like_memory(self._k, memory_antecedent)
+
+  def compute_v(self, memory_antecedent):
+    return self._like_memory(self._v, memory_antecedent)
+
+  def compute_kv(self, memory_antecedent):
+    raise NotImplementedError("SwitchAttention keeps keys and values separate (shared_kv=False)")
+
+
+@gin.configurable(module="mtf_switch")
+class SwitchAttention(transformer_layers.SelfAttention):
+  """Multi-head self-attention whose q/k/v projections are Switch experts (App. A).
+
+  Args:
+    num_experts, group_size, capacity_factor_train, capacity_factor_eval,
+    min_expert_capacity, load_balance_loss_coef, z_loss_coef, router_policy_train,
+    router_policy_eval, jitter_eps, router_input_dropout_rate, sample_temperature,
+    init_scale, summaries: the routing settings, as for ``mtf_switch.SwitchFFN``.
+    num_heads, key_value_size, dropout_rate, relative_attention_type, ...: as for
+      Mesh-TF's SelfAttention (``**attention_kwargs``); only separate k and v
+      (shared_kv=False), combined dims and all heads reading all memory heads
+      (num_memory_heads=0) are supported.
+  """
+
+  def __init__(self, num_experts: int = 8, group_size: int = 1024,
+               capacity_factor_train: float = 1.25, capacity_factor_eval: float = 2.0,
+               min_expert_capacity: int = 4, load_balance_loss_coef: float = 1e-2,
+               z_loss_coef: float = 0.0, router_policy_train: str = "input_jitter",
+               router_policy_eval: str = "argmax", jitter_eps: float = 1e-2,
+               router_input_dropout_rate: float = 0.1, sample_temperature: float = 1.0,
+               init_scale: float = 0.1, summaries: bool = True, **attention_kwargs):
+    super().__init__(**attention_kwargs)
+    for name, unsupported in (("shared_kv", self.shared_kv),
+                              ("num_memory_heads", self.num_memory_heads),
+                              ("keep_query_heads_dims", self.keep_query_heads_dims),
+                              ("use_hyperprompt", self.use_hyperprompt)):
+      if unsupported:
+        raise ValueError(f"SwitchAttention does not support {name}={unsupported!r}")
+    if not self.combine_dims:
+      raise ValueError("SwitchAttention needs combine_dims=True")
+    self.projections = _SwitchProjections(
+        projection_size=self.num_heads * self.key_value_size,
+        num_experts=num_experts, group_size=group_size,
+        capacity_factor_train=capacity_factor_train,
+        capacity_factor_eval=capacity_factor_eval, min_expert_capacity=min_expert_capacity,
+        load_balance_loss_coef=load_balance_loss_coef, z_loss_coef=z_loss_coef,
+        router_policy_train=router_policy_train, router_policy_eval=router_policy_eval,
+        jitter_eps=jitter_eps, router_input_dropout_rate=router_input_dropout_rate,
+        sample_temperature=sample_temperature, init_scale=init_scale, summaries=summaries)
+
+  def make_params(self, context):
+    heads = [mtf.Dimension("heads", self.num_heads)] if self.num_heads > 1 else None
+    return _ExpertProjectionParams(
+        context, self.projections,
+        mesh=context.mesh,
+        query_input_dim=context.model.model_dim,
+        memory_input_dim=context.model.model_dim,
+        output_dim=context.model.model_dim,
+        key_dim=self.kv_dim,
+        value_dim=self.kv_dim,
+        query_heads_dims=heads,
+        memory_heads_dims=heads,
+        variable_dtype=context.variable_dtype,
+        shared_kv=False,
+        ensemble_dim=getattr(context.model, "ensemble_dim", None),
+        combine_dims=True,
+        fold_scaling_into_initializer=self.fold_scaling_into_initializer)
