@@ -12,7 +12,6 @@ keys with values; App. A describes Switch layers replacing the projection matric
 each expert is exactly one linear projection and k and v stay distinct.
 """
 
-import gin
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 from mesh_tensorflow.transformer import attention, transformer_layers
@@ -90,7 +89,7 @@ class _ExpertProjectionParams(attention.AttentionParams):
     raise NotImplementedError("SwitchAttention keeps keys and values separate (shared_kv=False)")
 
 
-@gin.configurable(module="mtf_switch")
+@layers.configurable
 class SwitchAttention(transformer_layers.SelfAttention):
   """Multi-head self-attention whose q/k/v projections are Switch experts (App. A).
 

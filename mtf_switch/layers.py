@@ -19,6 +19,7 @@ the value before any TensorFlow op exists.
 """
 
 import dataclasses
+import inspect
 import math
 from typing import Optional
 
@@ -63,6 +64,23 @@ def _check_rate(name: str, value: float) -> None:
 def _check_nonnegative(name: str, value: float) -> None:
   if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0.0):
     raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def configurable(cls):
+  """gin.configurable(module="mtf_switch") that knows every argument of the __init__ chain.
+
+  The layers pass shared arguments to their bases through **kwargs, which would let gin accept
+  any name; listing the real ones makes a typo'd binding fail when the gin file is parsed.
+  """
+  names = []
+  for klass in cls.__mro__:
+    init = klass.__dict__.get("__init__")
+    if init is None or klass is transformer.TransformerLayer:
+      continue
+    for param in inspect.signature(init).parameters.values():
+      if param.name != "self" and param.kind == param.POSITIONAL_OR_KEYWORD:
+        names.append(param.name)
+  return gin.configurable(cls, module="mtf_switch", allowlist=sorted(set(names)))
 
 
 class _RoutedExperts(transformer.TransformerLayer):
@@ -277,7 +295,7 @@ class _ExpertsFFN(_RoutedExperts):
         self.expert_dropout_rate, train, variable_dtype, self.init_scale)
 
 
-@gin.configurable(module="mtf_switch")
+@configurable
 class SwitchFFN(_ExpertsFFN):
   """The Switch Transformer FFN layer: top-1 routing over ``num_experts`` experts.
 
@@ -302,7 +320,7 @@ class SwitchFFN(_ExpertsFFN):
         variable_dtype, num_overflow_choices=self.num_overflow_choices)
 
 
-@gin.configurable(module="mtf_switch")
+@configurable
 class MoEFFN(_ExpertsFFN):
   """Top-2 mixture-of-experts FFN (the paper's MoE baseline in Table 1).
 

@@ -330,3 +330,28 @@ def test_top2_sends_each_token_to_two_experts_with_gates_summing_to_one():
                     weights={"router/kernel": rng.randn(3, 4).astype(np.float32)})
   np.testing.assert_allclose(run.outputs["per_token_weight"], 1.0, rtol=1e-5)
   np.testing.assert_array_equal(run.outputs["per_token_slots"], 2.0)
+
+
+def test_layers_are_configured_from_gin_and_typos_are_reported():
+  import gin
+
+  import mtf_switch  # noqa: F401  (registers the configurables)
+
+  with gin.unlock_config():
+    gin.clear_config()
+    gin.parse_config("""
+        mtf_switch.SwitchFFN.num_experts = 128
+        mtf_switch.SwitchFFN.activation = "geglu"
+        mtf_switch.MoEFFN.second_policy_eval = "none"
+        mtf_switch.SwitchAttention.num_heads = 4
+    """)
+    try:
+      assert layers.SwitchFFN().num_experts == 128
+      assert layers.SwitchFFN().activation == "geglu"
+      assert layers.MoEFFN().second_policy_eval == "none"
+      import mtf_switch.attention as switch_attention
+      assert switch_attention.SwitchAttention().num_heads == 4
+      with pytest.raises(ValueError, match="num_expert"):
+        gin.parse_config("mtf_switch.SwitchFFN.num_expert = 2")
+    finally:
+      gin.clear_config()
