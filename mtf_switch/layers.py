@@ -36,6 +36,7 @@ from mtf_switch import routing
 EXPERTS_DIM_NAME = "experts"
 TOKENS_DIM_NAME = "tokens_per_group"
 CAPACITY_DIM_NAME = "expert_capacity"
+MAX_PER_EXPERT_SUMMARIES = 128
 
 
 @dataclasses.dataclass
@@ -247,19 +248,25 @@ class _RoutedExperts(transformer.TransformerLayer):
                            routing=route, group_plan=plan, expert_capacity=slots)
 
   def _write_summaries(self, route: routing.RoutingResult, aux_loss: mtf.Tensor) -> None:
-    """Per-layer scalars: expert load, dropped fraction, router entropy, losses."""
+    """Per-layer scalars: expert load, dropped fraction, router entropy, losses.
+
+    Loads are scaled by the number of experts, so 1.0 is perfect balance. Per-expert scalars
+    stop at MAX_PER_EXPERT_SUMMARIES experts (Switch-C's 2048 x 15 layers would swamp
+    TensorBoard); the busiest and idlest expert's load are always written.
+    """
     prefix = "moe/" + tf.get_variable_scope().name
     stats = route.statistics
-    fractions = mtf.split(stats.expert_fraction, stats.expert_fraction.shape.dims[0],
-                          self.num_experts)
-    for expert, fraction in enumerate(fractions):
-      mtf.scalar_summary(f"{prefix}/expert_load/{expert:03d}", mtf.reduce_sum(fraction))
+    load = stats.expert_fraction * float(self.num_experts)
+    if self.num_experts <= MAX_PER_EXPERT_SUMMARIES:
+      for expert, fraction in enumerate(mtf.split(load, load.shape.dims[0], self.num_experts)):
+        mtf.scalar_summary(f"{prefix}/expert_load/{expert:03d}", mtf.reduce_sum(fraction))
+    mtf.scalar_summary(f"{prefix}/expert_load_max", mtf.reduce_max(load))
+    mtf.scalar_summary(f"{prefix}/expert_load_min", mtf.reduce_min(load))
     mtf.scalar_summary(f"{prefix}/dropped_fraction", stats.dropped_fraction)
     mtf.scalar_summary(f"{prefix}/router_entropy", stats.router_entropy)
     mtf.scalar_summary(f"{prefix}/load_balance_loss", route.load_balance_loss)
     mtf.scalar_summary(f"{prefix}/z_loss", route.z_loss)
     mtf.scalar_summary(f"{prefix}/aux_loss", mtf.to_float(aux_loss))
-
 
 class _ExpertsFFN(_RoutedExperts):
   """Routed experts that are feed-forward networks (the Switch FFN and the MoE FFN)."""

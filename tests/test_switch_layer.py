@@ -282,8 +282,8 @@ def test_summaries_name_the_layer():
     names = [op.name for op in mesh.graph.operations
              if isinstance(op, mtf.ops.ScalarSummaryOperation)]
   prefix = "moe/encoder/layer_001/"
-  for suffix in ("expert_load/000", "expert_load/001", "dropped_fraction", "router_entropy",
-                 "load_balance_loss", "aux_loss"):
+  for suffix in ("expert_load/000", "expert_load/001", "expert_load_max", "expert_load_min",
+                 "dropped_fraction", "router_entropy", "load_balance_loss", "aux_loss"):
     assert any(prefix + suffix in name for name in names), (suffix, names)
 
 
