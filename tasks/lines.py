@@ -6,8 +6,9 @@ The held-out rule, used everywhere in this package (tasks, vocabulary training, 
   * Line ``n`` belongs to the ``validation`` split when ``n % holdout_every == holdout_every - 1``
     (with the default ``holdout_every=20``: lines 19, 39, 59, ..., i.e. every 20th line),
     and to ``train`` otherwise.
-  * A line is a document after stripping ASCII whitespace; blank lines are dropped *after* the
-    split is decided, so adding or removing blank lines never moves a document between splits.
+  * A line is a document after stripping ASCII whitespace (and a leading byte-order mark). Blank
+    lines count in the numbering (it is the editor's, ``nl -ba``'s, minus one) and are dropped
+    after the split is decided.
 
 So a file of N non-blank lines has ``N // 20`` validation documents and ``N - N // 20`` training
 documents. The same rule is applied by the TensorFlow reader in ``tasks.text_files``; both split

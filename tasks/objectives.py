@@ -11,6 +11,8 @@ text. Lengths come from the caller's ``sequence_length`` (t5_mesh_transformer's
 import functools
 
 from mtf_switch import compat  # noqa: F401  (t5 imports mesh_tensorflow)
+
+# isort: split
 import seqio
 from t5.data import preprocessors as t5_preprocessors
 

@@ -10,15 +10,14 @@ line of each file, 0-based lines 19, 39, ..., is held out). Blank lines are skip
 """
 
 import threading
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
-from absl import logging
 import seqio
 import tensorflow as tf
+from absl import logging
 
 from tasks import lines as lines_lib
-from tasks import objectives
-from tasks import registry
+from tasks import mixing, objectives, registry
 from tasks import vocab as vocab_lib
 
 TEXT_KEY = "text"
@@ -66,6 +65,16 @@ class TextLinesDataSource(seqio.DataSource):
     super().__init__(splits=lines_lib.SPLITS, caching_permitted=True)
     if validate:
       self.file_stats()
+
+  def __getstate__(self):
+    # Locks do not pickle (seqio's and Beam's caching pickle tasks); a copy gets its own.
+    state = self.__dict__.copy()
+    del state["_lock"]
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
 
   @property
   def paths(self) -> tuple[str, ...]:
@@ -150,3 +159,39 @@ def register_text_file_task(name: str, paths, vocabulary,
   source = TextLinesDataSource(paths, holdout_every, validate=True)
   return registry.add_task(name, replace=replace,
                            **text_task_kwargs(source, vocabulary, objective))
+
+
+def register_text_files_mixture(mixture_name: str, paths_by_task: Mapping[str, object],
+                                vocabulary, objective: str = objectives.SPAN_CORRUPTION, *,
+                                alpha: float = mixing.MT5_ALPHA,
+                                holdout_every: int = lines_lib.HOLDOUT_EVERY,
+                                validate: bool = True, replace: bool = True) -> seqio.Mixture:
+  """Registers one text-file task per entry and a mixture of them with temperature sampling.
+
+  Task ``t`` is sampled at a rate proportional to ``n_t ** alpha``, ``n_t`` being the number of
+  documents in its training split (mT5's rule, ``tasks.mixing``); the counts are read from the
+  files when the mixture is first used.
+
+  Args:
+    mixture_name: the mixture's name.
+    paths_by_task: task name -> a path or a sequence of paths (e.g. one language each).
+    vocabulary: shared by all tasks; a seqio.Vocabulary or a ``.model`` path.
+    objective: "span_corruption" (default), "prefix_lm" or "full_lm".
+    alpha: the mixing exponent (1 / temperature); mT5's 0.3 by default.
+    holdout_every: every ``holdout_every``-th line of each file is the validation split.
+    validate: check the files now (else on first use); errors name the file.
+    replace: replace tasks and mixture already registered under these names (else keep them).
+
+  Returns:
+    The registered mixture.
+  """
+  if not paths_by_task:
+    raise ValueError(f"Mixture {mixture_name!r} needs at least one task")
+  objectives.check_objective(objective)
+  vocabulary = vocab_lib.as_vocabulary(vocabulary)
+  rate = mixing.temperature_rate_fn(alpha)  # checks alpha before anything is registered
+  for name, paths in paths_by_task.items():
+    source = TextLinesDataSource(paths, holdout_every, validate=validate)
+    registry.add_task(name, replace=replace, **text_task_kwargs(source, vocabulary, objective))
+  return registry.add_mixture(mixture_name, list(paths_by_task), default_rate=rate,
+                              replace=replace)

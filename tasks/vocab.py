@@ -16,8 +16,8 @@ import os
 import threading
 from typing import Callable, Iterator, Optional, Sequence
 
-import seqio
 import sentencepiece as spm
+import seqio
 import tensorflow as tf
 
 from tasks import lines as lines_lib
@@ -40,6 +40,8 @@ _BUILD_LOCK = threading.Lock()
 def t5_vocabulary() -> seqio.Vocabulary:
   """T5's default vocabulary (32k pieces + 100 sentinels); lazy: nothing is fetched here."""
   from mtf_switch import compat  # noqa: F401  (t5 imports mesh_tensorflow)
+
+  # isort: split
   import t5.data
 
   return t5.data.get_default_vocabulary()

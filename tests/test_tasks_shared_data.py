@@ -1,0 +1,98 @@
+"""Tests of the tasks over the shared data directory (../shared/data from the repository root).
+
+They read the real files where they are and are skipped when the directory is absent. They never
+build the registered tasks' vocabularies (that would harvest the default corpus or train on 16 MB
+of text): examples are checked through twins with a small vocabulary trained here.
+"""
+
+import pytest
+import seqio
+
+import tasks
+from tasks import fortunes, glue, lines, mixing, paths, registry, shared_data
+from tasks import vocab as vocab_lib
+
+DATA = paths.shared_data_dir()
+PREFIX = "test_tasks_shared_"
+
+pytestmark = pytest.mark.skipif(
+    not (DATA / "SOURCES.md").is_file(),
+    reason=f"shared data directory {DATA} is absent (it lives beside the repository)")
+
+# Training documents per fortunes file (non-blank lines minus every 20th line).
+FORTUNES_TRAIN = {"cs": 6856, "de": 17379, "en": 12510, "es": 9020, "it": 7783, "pl": 7284,
+                  "pt": 2275, "ru": 18452, "zh": 2877}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _unregister_test_tasks():
+  yield
+  registry.remove(*[n for n in list(seqio.TaskRegistry.names()) if n.startswith(PREFIX)])
+
+
+@pytest.fixture(scope="module")
+def vocabulary(tmp_path_factory) -> seqio.Vocabulary:
+  """A small vocabulary trained on SST-2's dev sentences (the first column only)."""
+  directory = tmp_path_factory.mktemp("vocab")
+  text = directory / "sst2_dev.txt"
+  with open(DATA / "glue" / "SST-2" / "dev.tsv", encoding="utf-8") as f:
+    next(f)
+    text.write_text("".join(row.split("\t")[0] + "\n" for row in f) + "positive negative\n")
+  model = vocab_lib.train_sentencepiece(str(text), str(directory / "spm"), 1000)
+  return seqio.SentencePieceVocabulary(model, extra_ids=100)
+
+
+def test_shared_tasks_are_registered():
+  for name in (tasks.SST2_TASK, tasks.SST2_T5_VOCAB_TASK, tasks.PYDOCS_TASK):
+    assert name in seqio.TaskRegistry.names()
+  assert tasks.FORTUNES_MIXTURE in seqio.MixtureRegistry.names()
+  t5_vocab_task = seqio.get_mixture_or_task(tasks.SST2_T5_VOCAB_TASK)
+  assert t5_vocab_task.output_features["targets"].vocabulary.sentencepiece_model_file == (
+      vocab_lib.T5_VOCAB_PATH)
+
+
+def test_sst2_from_tsv(vocabulary):
+  task = tasks.register_sst2_tsv_task(PREFIX + "sst2", vocabulary=vocabulary)
+  assert task.source.files["train"] == str(DATA / "glue" / "SST-2" / "train.tsv")
+  assert task.num_input_examples("train") == 67_349  # GLUE's official sizes
+  assert task.num_input_examples("validation") == 872
+  first = next(task.get_dataset({"inputs": 64, "targets": 4}, split="validation",
+                                shuffle=False).as_numpy_iterator())
+  assert first["inputs_pretokenized"] == (
+      b"sst2 sentence: it 's a charming and often affecting journey . ")
+  assert first["targets_pretokenized"] == b"positive" and first["idx"] == 0
+  assert vocabulary.decode(first["targets"].tolist()) == "positive"
+  labels = [ex["label"] for ex in task.source.get_dataset("validation").as_numpy_iterator()]
+  assert (labels.count(0), labels.count(1)) == (428, 444)
+
+
+def test_pydocs_split_sizes():
+  stats = lines.scan_text_file(DATA / shared_data.PYDOCS_FILE)
+  assert (stats.lines, stats.documents) == (31_066, 31_066)
+  assert (stats.train_documents, stats.validation_documents) == (29_513, 1_553)
+  task = seqio.get_mixture_or_task(tasks.PYDOCS_TASK)
+  assert task.num_input_examples("validation") == 1_553
+
+
+def test_fortunes_mixture_rates():
+  mixture = seqio.get_mixture_or_task(tasks.FORTUNES_MIXTURE)
+  counts = {t.name[len("switch_fortunes_"):]: t.num_input_examples("train")
+            for t in mixture.tasks}
+  assert counts == FORTUNES_TRAIN
+  rates = {name[len("switch_fortunes_"):]: rate
+           for name, rate in mixing.mixture_rates(mixture).items()}
+  assert rates == pytest.approx(mixing.temperature_mixing_rates(FORTUNES_TRAIN, 0.3))
+  # alpha=0.3 flattens the sizes: ru has 8.1x pt's documents but is sampled only 1.9x as often.
+  assert rates["ru"] == pytest.approx(0.1417, abs=5e-5)
+  assert rates["pt"] == pytest.approx(0.0756, abs=5e-5)
+
+
+def test_fortunes_sources_read_every_language():
+  mixture = seqio.get_mixture_or_task(tasks.FORTUNES_MIXTURE)
+  assert {t.name for t in mixture.tasks} == {f"switch_fortunes_{lang}"
+                                              for lang in fortunes.LANGUAGES}
+  zh = seqio.get_mixture_or_task("switch_fortunes_zh").source
+  first = next(zh.get_dataset("validation", shuffle=False).as_numpy_iterator())["text"]
+  assert first.decode("utf-8") == list(lines.iter_documents(zh.paths[0], "validation"))[0]
+  assert any("\u4e00" <= ch <= "\u9fff" for ch in first.decode("utf-8"))  # CJK characters
+  assert glue.SST2_FILES == {"train": "train.tsv", "validation": "dev.tsv"}
