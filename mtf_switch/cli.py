@@ -5,7 +5,8 @@ compat repair has to happen before t5 is imported at all. This module does that,
 project's gin configurables and tasks, and hands over to t5's ``console_entry_point`` with the
 user's flags untouched:
 
-    python -m mtf_switch.cli --model_dir=/tmp/m --gin_file=gin/models/switch_tiny.gin ...
+    switch_mesh_transformer --model_dir=/tmp/m --gin_file=gin/models/switch_tiny.gin ...
+    python -m mtf_switch.cli ...            (the same)
 """
 
 import sys
@@ -14,7 +15,8 @@ from mtf_switch import compat  # noqa: F401  (must precede every t5 / mesh_tenso
 
 
 def main() -> int:
-  import mtf_switch.layers  # noqa: F401  (registers the gin configurables)
+  import mtf_switch  # noqa: F401  (registers the gin configurables)
+  import tasks  # noqa: F401  (registers the project's seqio tasks and mixtures)
   from t5.models import mesh_transformer_main
 
   sys.argv[0] = "t5_mesh_transformer"
