@@ -1,11 +1,13 @@
 """Switch Transformer layers for Mesh TensorFlow (Fedus, Zoph, Shazeer 2021, arXiv 2101.03961).
 
-Importing this package first repairs mesh-tensorflow's import on the pinned TensorFlow (see
-``mtf_switch.compat``), then registers the project's gin-configurable layers.
+Importing this package (or any of its modules, which imports the package first) repairs
+mesh-tensorflow's import on the pinned TensorFlow (see ``mtf_switch.compat``), then registers
+the project's gin-configurable layers.
 """
 
 from mtf_switch import compat  # noqa: F401  (must run before mesh_tensorflow is imported)
-from mtf_switch import layers  # noqa: F401,E402  (registers the gin configurables)
-from mtf_switch import attention  # noqa: F401,E402
-from mtf_switch.attention import SwitchAttention  # noqa: F401,E402
-from mtf_switch.layers import MoEFFN, SwitchFFN  # noqa: F401,E402
+
+# isort: split
+from mtf_switch import attention, layers  # noqa: F401  (register the gin configurables)
+from mtf_switch.attention import SwitchAttention  # noqa: F401
+from mtf_switch.layers import MoEFFN, SwitchFFN  # noqa: F401

@@ -74,7 +74,7 @@ class _ExpertProjectionParams(attention.AttentionParams):
 
   def _like_memory(self, t, memory_antecedent):
     """Renames the query-side length dimension to the memory's (length -> memory_length)."""
-    for mine, theirs in zip(t.shape.dims, memory_antecedent.shape.dims[:-1]):
+    for mine, theirs in zip(t.shape.dims, memory_antecedent.shape.dims[:-1], strict=False):
       if mine != theirs and mine.size == theirs.size:
         t = mtf.replace_dimensions(t, mine, theirs)
     return t

@@ -15,9 +15,10 @@ from mtf_switch import compat  # noqa: F401  (must precede every t5 / mesh_tenso
 
 
 def main() -> int:
+  from t5.models import mesh_transformer_main
+
   import mtf_switch  # noqa: F401  (registers the gin configurables)
   import tasks  # noqa: F401  (registers the project's seqio tasks and mixtures)
-  from t5.models import mesh_transformer_main
 
   sys.argv[0] = "t5_mesh_transformer"
   return mesh_transformer_main.console_entry_point()

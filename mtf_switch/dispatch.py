@@ -15,8 +15,6 @@ device, which is what moe.py does under pure data parallelism).
 
 import mesh_tensorflow as mtf
 
-from mtf_switch import compat  # noqa: F401
-
 
 def unsplit_dim(dim: mtf.Dimension) -> mtf.Dimension:
   """The same size under a name no layout rule mentions, so it is never split."""

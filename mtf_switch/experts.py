@@ -7,8 +7,6 @@ activations) and wo: [experts, expert_hidden, d_model].
 
 import mesh_tensorflow as mtf
 
-from mtf_switch import compat  # noqa: F401
-
 # Name -> the activation list mtf.layers.dense_product multiplies together. "geglu" is
 # Table 9's FFN_GEGLU (Shazeer 2020): gelu(x W_0) * (x W_1).
 ACTIVATIONS = {

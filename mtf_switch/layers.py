@@ -23,11 +23,11 @@ import inspect
 import math
 from typing import Optional
 
-import gin
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 from mesh_tensorflow.transformer import transformer
 
+import gin
 from mtf_switch import capacity as capacity_lib
 from mtf_switch import dispatch as dispatch_lib
 from mtf_switch import experts as experts_lib

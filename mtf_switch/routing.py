@@ -25,8 +25,6 @@ from typing import Optional
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 
-from mtf_switch import compat  # noqa: F401
-
 POLICIES = ("argmax", "sample", "input_dropout", "input_jitter")
 SECOND_EXPERT_POLICIES = ("all", "none", "threshold", "random")
 
@@ -269,7 +267,7 @@ def route_top1(inputs: mtf.Tensor, token_mask: mtf.Tensor, experts_dim: mtf.Dime
     ranked_probs = mtf.split(ranked_probs, choices_dim, choices_dim.size)
     ranked_index = mtf.split(ranked_index, choices_dim, choices_dim.size)
     slots_used = mtf.reduce_sum(kept, reduced_dim=tokens_dim)
-    for choice_probs, choice_index in zip(ranked_probs[1:], ranked_index[1:]):
+    for choice_probs, choice_index in zip(ranked_probs[1:], ranked_index[1:], strict=True):
       # Each split piece keeps a size-1 "router_choices" dimension; drop it.
       choice_probs = mtf.reshape(choice_probs, choice_probs.shape.dims[:-1])
       choice_index = mtf.reshape(choice_index, choice_index.shape.dims[:-1])

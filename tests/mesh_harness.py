@@ -58,9 +58,9 @@ def run_on_mesh(build: Callable[[mtf.Mesh, Dict[str, mtf.Tensor]], Dict[str, mtf
     if grad_of is not None:
       wrt = list(mtf_inputs.values()) + [v.outputs[0] for v in variables]
       grads = mtf.gradients([outputs[grad_of]], wrt)
-      for name, grad in zip(mtf_inputs, grads[:len(mtf_inputs)]):
+      for name, grad in zip(mtf_inputs, grads[:len(mtf_inputs)], strict=True):
         input_grads[name] = grad
-      for var, grad in zip(variables, grads[len(mtf_inputs):]):
+      for var, grad in zip(variables, grads[len(mtf_inputs):], strict=True):
         if grad is not None:
           variable_grads[var.name] = grad
 

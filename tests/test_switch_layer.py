@@ -334,7 +334,6 @@ def test_top2_sends_each_token_to_two_experts_with_gates_summing_to_one():
 
 def test_layers_are_configured_from_gin_and_typos_are_reported():
   import gin
-
   import mtf_switch  # noqa: F401  (registers the configurables)
 
   with gin.unlock_config():
