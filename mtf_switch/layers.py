@@ -32,6 +32,7 @@ from mtf_switch import capacity as capacity_lib
 from mtf_switch import dispatch as dispatch_lib
 from mtf_switch import experts as experts_lib
 from mtf_switch import routing
+from mtf_switch import summaries as summaries_lib
 
 EXPERTS_DIM_NAME = "experts"
 TOKENS_DIM_NAME = "tokens_per_group"
@@ -259,14 +260,14 @@ class _RoutedExperts(transformer.TransformerLayer):
     load = stats.expert_fraction * float(self.num_experts)
     if self.num_experts <= MAX_PER_EXPERT_SUMMARIES:
       for expert, fraction in enumerate(mtf.split(load, load.shape.dims[0], self.num_experts)):
-        mtf.scalar_summary(f"{prefix}/expert_load/{expert:03d}", mtf.reduce_sum(fraction))
-    mtf.scalar_summary(f"{prefix}/expert_load_max", mtf.reduce_max(load))
-    mtf.scalar_summary(f"{prefix}/expert_load_min", mtf.reduce_min(load))
-    mtf.scalar_summary(f"{prefix}/dropped_fraction", stats.dropped_fraction)
-    mtf.scalar_summary(f"{prefix}/router_entropy", stats.router_entropy)
-    mtf.scalar_summary(f"{prefix}/load_balance_loss", route.load_balance_loss)
-    mtf.scalar_summary(f"{prefix}/z_loss", route.z_loss)
-    mtf.scalar_summary(f"{prefix}/aux_loss", mtf.to_float(aux_loss))
+        summaries_lib.scalar_summary(f"{prefix}/expert_load/{expert:03d}", mtf.reduce_sum(fraction))
+    summaries_lib.scalar_summary(f"{prefix}/expert_load_max", mtf.reduce_max(load))
+    summaries_lib.scalar_summary(f"{prefix}/expert_load_min", mtf.reduce_min(load))
+    summaries_lib.scalar_summary(f"{prefix}/dropped_fraction", stats.dropped_fraction)
+    summaries_lib.scalar_summary(f"{prefix}/router_entropy", stats.router_entropy)
+    summaries_lib.scalar_summary(f"{prefix}/load_balance_loss", route.load_balance_loss)
+    summaries_lib.scalar_summary(f"{prefix}/z_loss", route.z_loss)
+    summaries_lib.scalar_summary(f"{prefix}/aux_loss", mtf.to_float(aux_loss))
 
 class _ExpertsFFN(_RoutedExperts):
   """Routed experts that are feed-forward networks (the Switch FFN and the MoE FFN)."""

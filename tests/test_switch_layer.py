@@ -208,8 +208,31 @@ def test_input_jitter_only_perturbs_training():
   train_a = _apply(layer, x, weights, seed=1).outputs["y"]
   train_b = _apply(layer, x, weights, seed=2).outputs["y"]
   assert not np.array_equal(train_a, train_b)
-  # A 1% multiplicative jitter moves the gates by about 1%, not more.
-  np.testing.assert_allclose(train_a, train_b, rtol=0.0, atol=0.1 * np.abs(train_a).max())
+
+
+def test_input_jitter_moves_logits_by_at_most_eps_times_the_input_contributions():
+  """Jitter multiplies each router input by U(1 - eps, 1 + eps), so each logit moves by at
+  most eps * sum_j |x_j w_jk|; eval logits are the unperturbed W_r x."""
+  eps = 0.01
+  rng = np.random.RandomState(11)
+  x = rng.randn(2, 16, 4).astype(np.float32)
+  router = rng.randn(4, 3).astype(np.float32)
+  config = routing.RouterConfig(policy_train="input_jitter", jitter_eps=eps)
+  dims = [mtf.Dimension("batch", 2), mtf.Dimension("tokens", 16), mtf.Dimension("d_model", 4)]
+  experts = mtf.Dimension("experts", 3)
+
+  def build(mesh, inputs):
+    with tf.variable_scope("shared", reuse=tf.AUTO_REUSE):
+      jittered = routing.router_logits(inputs["x"], experts, config, True, F32)
+      clean = routing.router_logits(inputs["x"], experts, config, False, F32)
+    return {"jittered": jittered, "clean": clean}
+
+  run = run_on_mesh(build, {"x": (x, dims)}, weights={"router/kernel": router})
+  np.testing.assert_allclose(run.outputs["clean"], x @ router, rtol=1e-5, atol=1e-5)
+  moved = np.abs(run.outputs["jittered"] - run.outputs["clean"])
+  bound = eps * (np.abs(x)[..., :, None] * np.abs(router)).sum(-2)  # [b, t, experts]
+  assert np.all(moved <= bound + 1e-5)
+  assert moved.max() > 0.1 * bound.max()
 
 
 def test_sample_policy_follows_the_router_distribution():
@@ -354,3 +377,34 @@ def test_layers_are_configured_from_gin_and_typos_are_reported():
         gin.parse_config("mtf_switch.SwitchFFN.num_expert = 2")
     finally:
       gin.clear_config()
+
+
+def test_summaries_are_written_as_tensorflow_summaries_on_a_cpu_mesh():
+  """On CPU Mesh-TF drops the TPU host call, so the layer's statistics must also exist as
+  ordinary tf summaries that the Estimator writes; their values are the routing statistics."""
+  layer = layers.SwitchFFN(num_experts=4, hidden_size=6, group_size=8, capacity_factor_train=1.0,
+                           min_expert_capacity=1, router_policy_train="argmax")
+  weights = _all_to_expert_zero(4, 3, 6)
+  x = _tokens_with_first_feature_one(1, 8, 3)
+  graph = tf.Graph()
+  with graph.as_default():
+    mtf_graph = mtf.Graph()
+    mesh = mtf.Mesh(mtf_graph, "mesh")
+    inp = mtf.import_tf_tensor(mesh, tf.constant(x), mtf.Shape(_dims(1, 8, 3)))
+    with tf.variable_scope("encoder/layer_000"):
+      layer.apply(inp, train=True, variable_dtype=F32)
+    mesh_impl = mtf.placement_mesh_impl.PlacementMeshImpl("", "", ["/cpu:0"])
+    lowering = mtf.Lowering(mtf_graph, {mesh: mesh_impl})
+    merged = tf.summary.merge_all()
+    masters = {v.name: v.get_master() for v in mtf_graph.trainable_variables}
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      sess.run([tf.assign(masters["encoder/layer_000/" + n], w) for n, w in weights.items()])
+      sess.run(lowering.copy_masters_to_slices())
+      summary = tf.Summary.FromString(sess.run(merged))
+  values = {v.tag: v.simple_value for v in summary.value}
+  prefix = "moe/encoder/layer_000/"
+  assert values[prefix + "dropped_fraction"] == pytest.approx(0.75)
+  assert values[prefix + "expert_load/000"] == pytest.approx(4.0)  # all load on one of 4
+  assert values[prefix + "expert_load_max"] == pytest.approx(4.0)
+  assert values[prefix + "expert_load_min"] == pytest.approx(0.0)
