@@ -9,9 +9,13 @@ user's flags untouched:
     python -m mtf_switch.cli ...            (the same)
 """
 
+import os
 import sys
 
 from mtf_switch import compat  # noqa: F401  (must precede every t5 / mesh_tensorflow import)
+
+
+PROJECT_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 
 
 def main() -> int:
@@ -20,6 +24,11 @@ def main() -> int:
   import mtf_switch  # noqa: F401  (registers the gin configurables)
   import tasks  # noqa: F401  (registers the project's seqio tasks and mixtures)
 
+  import gin
+
+  # The project's gin/ (models/, mesh/) is searched like t5's own gin directory, so
+  # --gin_file=models/switch_tiny.gin works from any directory.
+  gin.add_config_file_search_path(PROJECT_GIN_DIR)
   sys.argv[0] = "t5_mesh_transformer"
   return mesh_transformer_main.console_entry_point()
 

@@ -5,7 +5,9 @@
 when ``use_tpu`` is False, so on CPU the per-layer routing statistics would never be written.
 Lowered on a placement mesh (CPU/GPU), these summaries are also emitted as ordinary
 ``tf.summary.scalar`` ops, which the Estimator's summary hook writes every
-``save_summary_steps``. On a TPU mesh they behave exactly like ``mtf.scalar_summary``.
+``save_summary_steps`` (except inside Mesh-TF's microbatch loop, where TensorFlow cannot merge
+them: set ``tokens_per_microbatch_per_replica`` to the whole batch to see them). On a TPU mesh
+they behave exactly like ``mtf.scalar_summary``.
 """
 
 import mesh_tensorflow as mtf
@@ -21,7 +23,12 @@ class _ScalarSummary(mtf.ops.ScalarSummaryOperation):
 
   def lower(self, lowering):
     super().lower(lowering)
-    if isinstance(lowering.mesh_impl(self), mtf.placement_mesh_impl.PlacementMeshImpl):
+    # Inside a while loop (Mesh-TF's microbatching, serialize_training_step) a summary cannot
+    # be merged with the rest, so there the statistics are skipped rather than breaking the
+    # graph.
+    in_loop = tf.get_default_graph()._get_control_flow_context() is not None  # noqa: SLF001
+    if (not in_loop and
+        isinstance(lowering.mesh_impl(self), mtf.placement_mesh_impl.PlacementMeshImpl)):
       # A scalar is replicated: every device's slice holds the same value.
       value = lowering.tensors[self.inputs[0]].to_laid_out_tensor().tensor_list[0]
       # The raw op keeps the tag exactly as given (tf.summary.scalar would prefix the name

@@ -1,0 +1,120 @@
+"""Train a tiny Switch model and its FLOP-matched dense twin, then compare their quality.
+
+The README's main command. Both models are trained with the same data, steps and batch through
+``switch_mesh_transformer`` (t5_mesh_transformer with this project's layers and tasks), then
+evaluated on the task's validation split; the script prints their negative log perplexity
+side by side, as a markdown table and a JSON line.
+
+    python tools/switch_vs_dense.py                      # embedded default corpus, CPU
+    python tools/switch_vs_dense.py --steps 2000 --task switch_pydocs_span_corruption
+
+Reruns resume: each model's directory keeps its checkpoints, and a finished model is not
+retrained (delete ``--output_dir`` to start over).
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_TASK = "switch_default_corpus_span_corruption"
+MODELS = {
+    "switch": "models/switch_tiny.gin",
+    "dense": "models/t5_tiny.gin",
+}
+CPU_MESH = "mesh/cpu_data_parallel.gin"  # gin paths resolve against the project gin/ dir
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--task", default=DEFAULT_TASK, help="seqio task or mixture to train on")
+  parser.add_argument("--steps", type=int, default=300, help="training steps per model")
+  parser.add_argument("--checkpoint_every", type=int, default=100)
+  parser.add_argument("--eval_batches", type=int, default=20,
+                      help="validation batches for the perplexity evaluation")
+  parser.add_argument("--output_dir", default=os.path.join(REPO, "runs", "switch_vs_dense"))
+  parser.add_argument("--gin_param", action="append", default=[],
+                      help="extra gin bindings for both models")
+  return parser
+
+
+def _run_cli(model_dir: str, gin_files, gin_params, label: str, total_steps: int) -> str:
+  """Runs the CLI, echoing progress (checkpoints and speed); returns the full log."""
+  args = [sys.executable, "-m", "mtf_switch.cli", f"--model_dir={model_dir}"]
+  args += [f"--gin_file={g}" for g in gin_files]
+  args += [f"--gin_param={p}" for p in gin_params]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+  proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    saved = re.search(r"Saving checkpoints for (\d+) into", line)
+    speed = re.search(r"global_step/sec: ([0-9.]+)", line)
+    if saved:
+      print(f"  [{label}] checkpoint at step {saved.group(1)}/{total_steps}", flush=True)
+    elif speed and len(lines) % 20 == 0:
+      print(f"  [{label}] {float(speed.group(1)):.1f} steps/s", flush=True)
+  proc.wait()
+  log = "".join(lines)
+  if proc.returncode:
+    sys.stderr.write(log[-5000:])
+    raise SystemExit(f"{label}: switch_mesh_transformer exited with {proc.returncode}")
+  return log
+
+
+def _last_checkpoint(model_dir: str) -> int:
+  if not os.path.isdir(model_dir):
+    return 0
+  steps = [int(m.group(1)) for f in os.listdir(model_dir)
+           if (m := re.fullmatch(r"model\.ckpt-(\d+)\.index", f))]
+  return max(steps, default=0)
+
+
+def train_and_evaluate(name: str, gin_file: str, flags) -> dict:
+  """Trains one model to flags.steps (resuming), evaluates it; returns its figures."""
+  model_dir = os.path.join(flags.output_dir, name)
+  common = [f'MIXTURE_NAME = "{flags.task}"', *flags.gin_param]
+  gin_files = [gin_file, CPU_MESH]
+  started = time.time()
+  if _last_checkpoint(model_dir) < flags.steps:
+    print(f"training {name} ({gin_file}) for {flags.steps} steps",
+          flush=True)
+    _run_cli(model_dir, gin_files,
+             common + ['utils.run.mode = "train"', f"utils.run.train_steps = {flags.steps}",
+                       f"utils.run.save_checkpoints_steps = {flags.checkpoint_every}"],
+             name, flags.steps)
+  train_seconds = time.time() - started
+  print(f"evaluating {name} on the validation split", flush=True)
+  log = _run_cli(model_dir, gin_files,
+                 common + ['utils.run.mode = "perplexity_eval"',
+                           'utils.run.dataset_split = "validation"',
+                           f"utils.run.eval_checkpoint_step = {flags.steps}",
+                           f"utils.run.perplexity_eval_steps = {flags.eval_batches}"],
+                 name, flags.steps)
+  found = re.findall(r"neg_log_perplexity = (-?[0-9.]+)", log)
+  if not found:
+    raise SystemExit(f"{name}: no neg_log_perplexity in the evaluation log")
+  return {"model": name, "gin": gin_file, "steps": flags.steps,
+          "neg_log_perplexity": float(found[-1]), "train_seconds": round(train_seconds, 1)}
+
+
+def main(argv=None) -> int:
+  flags = _parser().parse_args(argv)
+  results = [train_and_evaluate(name, gin, flags) for name, gin in MODELS.items()]
+  print()
+  print(f"| model | steps | eval neg log perplexity ({flags.task}, validation) | train s |")
+  print("| --- | --- | --- | --- |")
+  for r in results:
+    print(f"| {r['model']} | {r['steps']} | {r['neg_log_perplexity']:.4f} | "
+          f"{r['train_seconds']:.0f} |")
+  print(json.dumps({"task": flags.task, "results": results}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
