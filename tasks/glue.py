@@ -13,7 +13,6 @@ targets ``"negative"``/``"positive"``, accuracy. Splits: ``train`` = train.tsv a
 """
 
 import os
-import threading
 from typing import Optional
 
 from mtf_switch import compat  # noqa: F401  (t5 imports mesh_tensorflow)
@@ -81,7 +80,7 @@ def scan_sst2_tsv(path: str) -> int:
   return rows
 
 
-class Sst2TsvDataSource(seqio.DataSource):
+class Sst2TsvDataSource(registry.PicklableLockMixin, seqio.DataSource):
   """GLUE's SST-2 TSV files as TFDS ``glue/sst2``-shaped records: sentence, label, idx.
 
   ``idx`` is the row's 0-based position in its file, as in TFDS. The files are checked the first
@@ -92,20 +91,10 @@ class Sst2TsvDataSource(seqio.DataSource):
     sst2_dir = os.path.join(os.fspath(paths_lib.shared_data_dir(data_dir)), "glue", "SST-2")
     self._files = {split: os.path.join(sst2_dir, name) for split, name in SST2_FILES.items()}
     self._counts: Optional[dict[str, int]] = None
-    self._lock = threading.Lock()
+    self._init_lock()
     super().__init__(splits=tuple(SST2_FILES), caching_permitted=True)
     if validate:
       self.counts()
-
-  def __getstate__(self):
-    # Locks do not pickle (seqio's and Beam's caching pickle tasks); a copy gets its own.
-    state = self.__dict__.copy()
-    del state["_lock"]
-    return state
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    self._lock = threading.Lock()
 
   @property
   def files(self) -> dict[str, str]:

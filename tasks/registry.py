@@ -7,7 +7,28 @@ with other files or another vocabulary gets what they asked for, and those funct
 their mixtures after their tasks so no mixture keeps a stale task.
 """
 
+import threading
+
 import seqio
+
+
+class PicklableLockMixin:
+  """Gives a data source a ``self._lock`` that survives pickling.
+
+  Locks do not pickle (seqio's and Beam's caching pickle tasks); a copy gets its own lock.
+  """
+
+  def _init_lock(self) -> None:
+    self._lock = threading.Lock()
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    del state["_lock"]
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._init_lock()
 
 
 def add_task(name: str, *, replace: bool = True, **task_kwargs) -> seqio.Task:

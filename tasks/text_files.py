@@ -9,7 +9,6 @@ Splits: ``train`` and ``validation``, by the fixed line-number rule of ``tasks.l
 line of each file, 0-based lines 19, 39, ..., is held out). Blank lines are skipped.
 """
 
-import threading
 from typing import Callable, Mapping, Optional, Sequence
 
 import seqio
@@ -44,7 +43,7 @@ def _read_split(path: str, split: str, holdout_every: int) -> tf.data.Dataset:
   return ds.filter(lambda ex: tf.strings.length(ex[TEXT_KEY]) > 0)
 
 
-class TextLinesDataSource(seqio.DataSource):
+class TextLinesDataSource(registry.PicklableLockMixin, seqio.DataSource):
   """A seqio DataSource of ``{"text": document}`` records, one per non-blank line of the files.
 
   The files are validated (exist, non-empty, UTF-8) and counted the first time the source is used
@@ -61,20 +60,10 @@ class TextLinesDataSource(seqio.DataSource):
     self._prepare_fn = prepare_fn
     self._prepare_args = tuple(prepare_args)
     self._stats: Optional[list[lines_lib.TextFileStats]] = None
-    self._lock = threading.Lock()
+    self._init_lock()
     super().__init__(splits=lines_lib.SPLITS, caching_permitted=True)
     if validate:
       self.file_stats()
-
-  def __getstate__(self):
-    # Locks do not pickle (seqio's and Beam's caching pickle tasks); a copy gets its own.
-    state = self.__dict__.copy()
-    del state["_lock"]
-    return state
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    self._lock = threading.Lock()
 
   @property
   def paths(self) -> tuple[str, ...]:
