@@ -1,0 +1,121 @@
+"""Driving ``switch_mesh_transformer`` from the tools: train (resuming), evaluate, read results.
+
+Every tool that chains runs (pre-train, fine-tune, distil, evaluate) goes through the same
+command line a user types, one process per ``utils.run.mode``, and reads the figures back
+from what t5 writes: checkpoint files and TensorBoard event files. Nothing here computes a
+metric of its own.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from typing import Dict, Iterable, List, Optional, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tools import the project's packages (tasks, mtf_switch) from the checkout they live in.
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+
+def checkpoint_steps(model_dir: str) -> List[int]:
+  """Global steps of the checkpoints saved in model_dir, ascending."""
+  if not os.path.isdir(model_dir):
+    return []
+  return sorted(int(m.group(1)) for f in os.listdir(model_dir)
+                if (m := re.fullmatch(r"model\.ckpt-(\d+)\.index", f)))
+
+
+def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str], label: str,
+            module_imports: Iterable[str] = (), log_path: Optional[str] = None) -> str:
+  """Runs one ``switch_mesh_transformer`` command, echoing progress; returns its log.
+
+  Progress lines (checkpoints saved, evaluation steps, steps/s) are printed as they appear;
+  the whole log is kept in ``log_path`` (default ``{model_dir}/../{label}.log``) and, when
+  the command fails, its tail is printed before the SystemExit that names the run.
+  """
+  args = [sys.executable, "-m", "mtf_switch.cli", f"--model_dir={model_dir}"]
+  args += [f"--module_import={m}" for m in module_imports]
+  args += [f"--gin_file={g}" for g in gin_files]
+  args += [f"--gin_param={p}" for p in gin_params]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+             PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+  os.makedirs(model_dir, exist_ok=True)
+  log_path = log_path or os.path.join(os.path.dirname(os.path.abspath(model_dir)),
+                                      f"{label}.log")
+  proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  lines = []
+  with open(log_path, "a", encoding="utf-8") as log_file:
+    for line in proc.stdout:
+      lines.append(line)
+      log_file.write(line)
+      _echo_progress(label, line, len(lines))
+  proc.wait()
+  log = "".join(lines)
+  if proc.returncode:
+    sys.stderr.write(log[-5000:])
+    raise SystemExit(f"{label}: switch_mesh_transformer exited with {proc.returncode} "
+                     f"(log: {log_path})")
+  return log
+
+
+def _echo_progress(label: str, line: str, line_number: int) -> None:
+  if line.startswith("INFO:tensorflow:"):
+    return  # TensorFlow logs each message twice; the absl copy is echoed
+  saved = re.search(r"Saving checkpoints for (\d+) into", line)
+  metric = re.search(r"(\S+) at step (\d+): (-?[0-9.]+)", line)
+  speed = re.search(r"global_step/sec: ([0-9.]+)", line)
+  if saved:
+    print(f"  [{label}] checkpoint at step {saved.group(1)}", flush=True)
+  elif metric:
+    print(f"  [{label}] {metric.group(1)} at step {metric.group(2)}: {metric.group(3)}",
+          flush=True)
+  elif speed and line_number % 20 == 0:
+    print(f"  [{label}] {float(speed.group(1)):.1f} steps/s", flush=True)
+
+
+def train(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str], steps: int,
+          checkpoint_every: int, label: str, module_imports: Iterable[str] = ()) -> bool:
+  """Trains to global step ``steps``, resuming from model_dir; False if already there."""
+  saved = checkpoint_steps(model_dir)
+  if saved and saved[-1] >= steps:
+    return False
+  print(f"training {label} to step {steps}", flush=True)
+  run_cli(model_dir, gin_files,
+          [*gin_params, 'utils.run.mode = "train"', f"utils.run.train_steps = {steps}",
+           f"utils.run.save_checkpoints_steps = {checkpoint_every}"],
+          label, module_imports)
+  return True
+
+
+def read_scalars(directory: str) -> Dict[str, Dict[int, float]]:
+  """{tag: {step: value}} from the TensorBoard event files directly in ``directory``.
+
+  A later event for the same tag and step (a rerun) replaces an earlier one.
+  """
+  from mtf_switch import compat  # noqa: F401  (TensorFlow's import goes through the repair)
+
+  import tensorflow.compat.v1 as tf
+
+  scalars: Dict[str, Dict[int, float]] = {}
+  if not os.path.isdir(directory):
+    return scalars
+  for name in sorted(os.listdir(directory)):
+    if not name.startswith("events.out.tfevents"):
+      continue
+    for event in tf.train.summary_iterator(os.path.join(directory, name)):
+      for value in event.summary.value:
+        if value.HasField("simple_value"):
+          scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+        elif value.HasField("tensor") and value.tensor.float_val:
+          scalars.setdefault(value.tag, {})[event.step] = value.tensor.float_val[0]
+  return scalars
+
+
+def eval_dirs(model_dir: str, prefix: str = "eval_") -> List[str]:
+  """The Estimator's evaluation directories under model_dir (one per evaluation name)."""
+  if not os.path.isdir(model_dir):
+    return []
+  return sorted(os.path.join(model_dir, d) for d in os.listdir(model_dir)
+                if d.startswith(prefix) and os.path.isdir(os.path.join(model_dir, d)))
