@@ -119,3 +119,36 @@ def eval_dirs(model_dir: str, prefix: str = "eval_") -> List[str]:
     return []
   return sorted(os.path.join(model_dir, d) for d in os.listdir(model_dir)
                 if d.startswith(prefix) and os.path.isdir(os.path.join(model_dir, d)))
+
+
+def perplexity_eval(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str],
+                    step: int, label: str, eval_batches: int,
+                    module_imports: Iterable[str] = ()) -> Dict[str, float]:
+  """Validation negative log perplexity of the checkpoint at ``step``, per evaluation name.
+
+  Runs ``utils.run.mode = "perplexity_eval"`` unless every evaluation directory already
+  holds a figure for that step (a rerun does not re-evaluate). With an ``eval_dataset_fn``
+  over a mixture, t5 evaluates each task separately: the result has one entry per task
+  (``eval_{task}_validation_{examples}``); without one, a single ``eval_eval_...`` entry.
+  """
+  def collect() -> Dict[str, float]:
+    found = {}
+    for directory in eval_dirs(model_dir):
+      values = read_scalars(directory).get("neg_log_perplexity", {})
+      if step in values:
+        found[os.path.basename(directory)] = values[step]
+    return found
+
+  results = collect()
+  if not results:
+    print(f"evaluating {label} at step {step}", flush=True)
+    run_cli(model_dir, gin_files,
+            [*gin_params, 'utils.run.mode = "perplexity_eval"',
+             'utils.run.dataset_split = "validation"',
+             f"utils.run.eval_checkpoint_step = {step}",
+             f"utils.run.perplexity_eval_steps = {eval_batches}"],
+            f"eval-{label}", module_imports)
+    results = collect()
+  if not results:
+    raise SystemExit(f"{label}: no neg_log_perplexity for step {step} under {model_dir}")
+  return results

@@ -54,20 +54,22 @@ def parser() -> argparse.ArgumentParser:
   return p
 
 
-def pretrain(name: str, flags) -> int:
-  """Pre-trains MODELS[name] (resuming); returns the last pre-training step."""
-  model_dir = os.path.join(flags.output_dir, "pretrain", name)
-  cli_runs.train(model_dir, [MODELS[name], MESH],
-                 [f'MIXTURE_NAME = "{flags.pretrain_task}"', *flags.gin_param],
-                 flags.pretrain_steps, checkpoint_every=flags.pretrain_steps,
-                 label=f"pretrain-{name}", module_imports=flags.module_import)
-  return flags.pretrain_steps
+def pretrain(name: str, task: str, steps: int, output_dir: str, gin_params=(),
+             module_imports=()) -> str:
+  """Pre-trains MODELS[name] on task to ``steps`` (resuming); returns its model directory."""
+  model_dir = os.path.join(output_dir, "pretrain", name)
+  cli_runs.train(model_dir, [MODELS[name], MESH], [f'MIXTURE_NAME = "{task}"', *gin_params],
+                 steps, checkpoint_every=steps, label=f"pretrain-{name}",
+                 module_imports=module_imports)
+  return model_dir
 
 
 def finetune_and_evaluate(name: str, flags) -> Dict[int, float]:
   """Fine-tunes MODELS[name] from its pre-training; returns {global step: dev metric}."""
-  start = pretrain(name, flags)
-  init = os.path.join(flags.output_dir, "pretrain", name, f"model.ckpt-{start}")
+  start = flags.pretrain_steps
+  pretrained = pretrain(name, flags.pretrain_task, start, flags.output_dir, flags.gin_param,
+                        flags.module_import)
+  init = os.path.join(pretrained, f"model.ckpt-{start}")
   model_dir = os.path.join(flags.output_dir, "finetune", flags.finetune_task, name)
   gin_files = [MODELS[name], MESH, FINETUNE]
   common = [f'MIXTURE_NAME = "{flags.finetune_task}"', *flags.gin_param]
