@@ -1,0 +1,63 @@
+"""The arithmetic and bookkeeping of the Section 4 tools (tools/finetune_sst2.py, distill.py,
+multilingual.py), on numbers checked by hand. The CLI runs they drive are tested end to end in
+test_cli_end_to_end.py."""
+
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+import distill  # noqa: E402  (tools/)
+import finetune_sst2  # noqa: E402
+import multilingual  # noqa: E402
+
+
+def test_gain_kept_by_hand():
+  # baseline -2.0, teacher -1.0: a student at -1.7 keeps 30% of the teacher's 1.0 gain.
+  assert distill.gain_kept(-1.7, -2.0, -1.0) == pytest.approx(0.3)
+  assert distill.gain_kept(-2.0, -2.0, -1.0) == 0.0
+  assert distill.gain_kept(-2.5, -2.0, -1.0) == pytest.approx(-0.5)
+  with pytest.raises(ValueError, match="same quality"):
+    distill.gain_kept(-1.5, -1.0, -1.0)
+
+
+def test_best_checkpoint_is_the_earliest_of_the_best():
+  result = finetune_sst2.best_and_last({200: 80.0, 400: 85.5, 600: 85.5, 800: 84.0})
+  assert result == {"best_step": 400, "best": 85.5, "last_step": 800, "last": 84.0}
+  with pytest.raises(ValueError, match="no evaluated checkpoints"):
+    finetune_sst2.best_and_last({})
+
+
+def test_per_language_results_from_evaluation_names():
+  found = {"eval_switch_fortunes_de_validation_320": -3.0,
+           "eval_switch_fortunes_zh_validation_320": -4.0,
+           "eval_eval_validation_320": -9.0}
+  per_task = multilingual.per_task(found)
+  assert per_task == {"switch_fortunes_de": -3.0, "switch_fortunes_zh": -4.0, "eval": -9.0}
+  names = ["switch_fortunes_de", "switch_fortunes_zh"]
+  assert [multilingual.language_of(n, names) for n in names] == ["de", "zh"]
+  assert multilingual.language_of("solo_task", ["solo_task"]) == "solo_task"
+
+
+def test_majority_baseline_counts_the_validation_targets(tmp_path, monkeypatch):
+  import tasks
+
+  monkeypatch.setenv("MTF_SWITCH_CACHE_DIR", str(tmp_path / "cache"))
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("\n".join(f"a sentence about the number {i} and more words" for i in
+                              range(200)) + "\n", encoding="utf-8")
+  vocabulary = tasks.cached_vocabulary(str(corpus), str(tmp_path / "vocab"), vocab_size=40)
+  sst2 = tmp_path / "glue" / "SST-2"
+  sst2.mkdir(parents=True)
+  for name, labels in (("train.tsv", "0101"), ("dev.tsv", "11101")):
+    rows = [f"sentence {i}\t{label}" for i, label in enumerate(labels)]
+    (sst2 / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+  tasks.register_sst2_tsv_task("test_majority_sst2", data_dir=str(tmp_path),
+                               vocabulary=vocabulary)
+  baseline = finetune_sst2.majority_baseline("test_majority_sst2")
+  assert baseline["label"] == "positive"
+  assert baseline["accuracy"] == pytest.approx(80.0)
+  assert baseline["counts"] == {"positive": 4, "negative": 1}
