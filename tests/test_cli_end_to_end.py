@@ -1,8 +1,10 @@
 """The t5_mesh_transformer command line, end to end, with a tiny Switch model on CPU.
 
 One module-scoped run directory: train, SIGKILL mid-training, rerun (the global step continues
-from the last checkpoint), evaluate perplexity, and fine-tune the checkpoint on a GLUE-shaped
-(SST-2 TSV) task and evaluate its accuracy.
+from the last checkpoint), evaluate perplexity; then, from that checkpoint, the Section 4
+recipes: fine-tune on a GLUE-shaped (SST-2 TSV) task with recipes/finetune.gin and evaluate its
+accuracy, distil the Switch model into a dense student with recipes/distill.gin, and train on a
+two-language mixture with a per-language evaluation.
 """
 
 import inspect
@@ -13,10 +15,16 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN = os.path.join(REPO, "tests", "e2e", "tiny_switch_cpu.gin")
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+import cli_runs  # noqa: E402  (tools/)
+import finetune_sst2  # noqa: E402
+import multilingual  # noqa: E402
 
 
 def _write_corpus(path):
@@ -40,6 +48,15 @@ def _write_corpus(path):
   pathlib.Path(path).write_text("\n".join(documents) + "\n", encoding="utf-8")
 
 
+def _write_languages(root):
+  """Two "languages" for a mixture: the corpus lines as they are, and upper-cased."""
+  lines = (root / "corpus.txt").read_text(encoding="utf-8").splitlines()
+  (root / "languages").mkdir()
+  (root / "languages" / "plain.txt").write_text("\n".join(lines[::2]) + "\n", encoding="utf-8")
+  (root / "languages" / "upper.txt").write_text(
+      "\n".join(line.upper() for line in lines[1::2]) + "\n", encoding="utf-8")
+
+
 def _write_sst2(glue_dir):
   os.makedirs(glue_dir, exist_ok=True)
   rows = [("a joy to watch", 1), ("dull and lifeless", 0), ("warm , funny and wise", 1),
@@ -55,14 +72,16 @@ def workdir(tmp_path_factory):
   root = tmp_path_factory.mktemp("e2e")
   _write_corpus(root / "corpus.txt")
   _write_sst2(root / "glue" / "SST-2")
+  _write_languages(root)
   return root
 
 
-def _cli(workdir, model_dir, *gin_params, timeout=600, wait=True):
+def _cli(workdir, model_dir, *gin_params, timeout=600, wait=True, gin_files=()):
   env = dict(os.environ, E2E_DIR=str(workdir), PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2",
              MTF_SWITCH_CACHE_DIR=str(workdir / "cache"))
   args = [sys.executable, "-m", "mtf_switch.cli", f"--model_dir={model_dir}",
           "--module_import=tests.e2e.e2e_tasks", f"--gin_file={GIN}"]
+  args += [f"--gin_file={g}" for g in gin_files]
   args += [f"--gin_param={p}" for p in gin_params]
   log = open(os.path.join(workdir, f"log_{len(os.listdir(workdir))}.txt"), "w")
   proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -132,26 +151,105 @@ def test_train_sigkill_resume_and_evaluate(workdir):
   assert -20.0 < float(match.group(1)) < 0.0
 
 
-def test_finetune_on_a_glue_shaped_task(workdir):
-  pretrained = workdir / "model"
-  if not _checkpoint_steps(pretrained):
+def _pretrained_step(workdir):
+  steps = _checkpoint_steps(workdir / "model")
+  if not steps:
     pytest.skip("needs the checkpoint of test_train_sigkill_resume_and_evaluate")
+  return steps[-1]
+
+
+def test_finetune_recipe_on_a_glue_shaped_task(workdir):
+  """recipes/finetune.gin from the pre-trained checkpoint, every checkpoint evaluated with
+  recipes/finetune_eval.gin, read back the way tools/finetune_sst2.py reads it."""
+  step = _pretrained_step(workdir)
+  pretrained = workdir / "model"
   model_dir = workdir / "finetuned"
-  step = _checkpoint_steps(pretrained)[-1]
+  recipe = ["recipes/finetune.gin"]
   _cli(workdir, model_dir, 'MIXTURE_NAME = "e2e_sst2"', 'utils.run.mode = "train"',
        f'utils.run.init_checkpoint = "{pretrained}/model.ckpt-{step}"',
-       f"utils.run.train_steps = {step + 4}", "utils.run.save_checkpoints_steps = 4",
-       "mtf_switch.SwitchFFN.expert_dropout_rate = 0.4")
+       f"utils.run.train_steps = {step + 4}", "utils.run.save_checkpoints_steps = 2",
+       gin_files=recipe)
   # t5's convention: fine-tuning continues the pre-trained global step.
-  assert _checkpoint_steps(model_dir)[-1] == step + 4
+  assert _checkpoint_steps(model_dir)[-2:] == [step + 2, step + 4]
   config = open(model_dir / "operative_config.gin").read()
   assert "expert_dropout_rate = 0.4" in config
+  assert "dropout_rate = 0.1" in config
   # Evaluation decodes: the Switch layers run in Mesh-TF's incremental (one token) mode.
-  log = _cli(workdir, model_dir, 'MIXTURE_NAME = "e2e_sst2"', 'utils.run.mode = "eval"',
-             "utils.run.eval_dataset_fn = @t5.models.mesh_transformer.mesh_eval_dataset_fn",
-             "mesh_eval_dataset_fn.mixture_or_task_name = %MIXTURE_NAME",
-             "Bitransformer.decode.max_decode_length = 8",
-             'utils.run.dataset_split = "validation"', f"utils.run.eval_checkpoint_step = {step + 4}")
-  match = re.search(r"e2e_sst2/accuracy at step \d+: ([0-9.]+)", log)
-  assert match, log[-3000:]
-  assert 0.0 <= float(match.group(1)) <= 100.0
+  log = _cli(workdir, model_dir, 'MIXTURE_NAME = "e2e_sst2"',
+             'utils.run.dataset_split = "validation"',
+             f"utils.run.eval_checkpoint_step = {[step + 2, step + 4]}",
+             gin_files=recipe + ["recipes/finetune_eval.gin"])
+  assert re.search(r"e2e_sst2/accuracy at step \d+: ([0-9.]+)", log), log[-3000:]
+  accuracy = finetune_sst2.dev_metrics(str(model_dir), "e2e_sst2")
+  assert sorted(accuracy) == [step + 2, step + 4]
+  assert all(0.0 <= v <= 100.0 for v in accuracy.values())
+  best = finetune_sst2.best_and_last(accuracy)
+  assert best["last_step"] == step + 4 and best["best"] == max(accuracy.values())
+
+
+# The dense student of tiny_switch_cpu.gin: the same stacks with DenseReluDense for SwitchFFN.
+_DISTILL_PAIR = [
+    "student/encoder/make_layer_stack.layers = "
+    "[@transformer_layers.SelfAttention, @transformer_layers.DenseReluDense]",
+    "student/decoder/make_layer_stack.layers = [@transformer_layers.SelfAttention, "
+    "@transformer_layers.EncDecAttention, @transformer_layers.DenseReluDense]",
+    "teacher/encoder/make_layer_stack.layers = "
+    "[@transformer_layers.SelfAttention, @mtf_switch.SwitchFFN]",
+    "teacher/decoder/make_layer_stack.layers = [@transformer_layers.SelfAttention, "
+    "@transformer_layers.EncDecAttention, @mtf_switch.SwitchFFN]",
+]
+
+
+def test_distill_recipe_starts_the_student_from_the_teachers_non_expert_weights(workdir):
+  import tensorflow as tf
+
+  step = _pretrained_step(workdir)
+  teacher = f"{workdir / 'model'}/model.ckpt-{step}"
+  model_dir = workdir / "student"
+  common = ['MIXTURE_NAME = "e2e_text_span_corruption"', *_DISTILL_PAIR]
+  _cli(workdir, model_dir, *common, 'utils.run.mode = "train"', "utils.run.train_steps = 2",
+       "utils.run.save_checkpoints_steps = 2", f'StudentTeacher.teacher_checkpoint = "{teacher}"',
+       gin_files=["recipes/distill.gin"])
+  config = open(model_dir / "operative_config.gin").read()
+  assert "StudentTeacher.fraction_soft = 0.25" in config
+
+  start = tf.train.load_checkpoint(f"{model_dir}/model.ckpt-0")
+  teacher_weights = tf.train.load_checkpoint(teacher)
+  student_names = [n for n, _ in tf.train.list_variables(f"{model_dir}/model.ckpt-0")
+                   if n.startswith("student/") and "slot" not in n]
+  shared = [n for n in student_names if teacher_weights.has_tensor(n[len("student/"):])]
+  fresh = sorted(set(student_names) - set(shared))
+  # Everything but the expert layers' dense FFNs comes from the teacher.
+  assert fresh and all("DenseReluDense" in n for n in fresh), fresh
+  assert any("SelfAttention" in n for n in shared) and "student/shared/embedding" in shared
+  for name in shared:
+    np.testing.assert_array_equal(start.get_tensor(name),
+                                  teacher_weights.get_tensor(name[len("student/"):]))
+
+  # With fraction_soft = 0 only the student is built: its own perplexity.
+  log = _cli(workdir, model_dir, *common, 'utils.run.mode = "perplexity_eval"',
+             'utils.run.dataset_split = "validation"', "utils.run.eval_checkpoint_step = 2",
+             "StudentTeacher.fraction_soft = 0.0", gin_files=["recipes/distill.gin"])
+  match = re.search(r"neg_log_perplexity = (-?[0-9.]+)", log)
+  assert match and -20.0 < float(match.group(1)) < 0.0, log[-3000:]
+
+
+def test_language_mixture_is_evaluated_per_language(workdir):
+  """Section 4.3's set-up in small: train on a temperature-sampled mixture, then one
+  perplexity per language, read back the way tools/multilingual.py reads them."""
+  model_dir = workdir / "languages_model"
+  common = ['MIXTURE_NAME = "e2e_languages"']
+  _cli(workdir, model_dir, *common, 'utils.run.mode = "train"', "utils.run.train_steps = 2",
+       "utils.run.save_checkpoints_steps = 2")
+  _cli(workdir, model_dir, *common, 'utils.run.mode = "perplexity_eval"',
+       'utils.run.dataset_split = "validation"', "utils.run.eval_checkpoint_step = 2",
+       "utils.run.eval_dataset_fn = @t5.models.mesh_transformer.mesh_eval_dataset_fn",
+       "mesh_eval_dataset_fn.mixture_or_task_name = %MIXTURE_NAME")
+  found = {}
+  for directory in cli_runs.eval_dirs(str(model_dir)):
+    found[os.path.basename(directory)] = cli_runs.read_scalars(directory)["neg_log_perplexity"][2]
+  per_language = multilingual.per_task(found)
+  assert sorted(per_language) == ["e2e_lang_plain", "e2e_lang_upper"], found
+  assert all(-20.0 < v < 0.0 for v in per_language.values())
+  assert [multilingual.language_of(t, sorted(per_language)) for t in sorted(per_language)] == [
+      "plain", "upper"]
