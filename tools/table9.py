@@ -113,8 +113,12 @@ def _import_mesh_tf():
   return mtf, tf, transformer, transformer_layers, gin
 
 
-def parse_model_gin(gin_file: str, bindings=()) -> None:
-  """Loads gin as the CLI does: mesh-tf's defaults.gin, then the model file, then bindings."""
+def parse_gin(gin_files, bindings=()) -> None:
+  """Loads gin as the CLI does: mesh-tf's defaults.gin, then the files, then the bindings.
+
+  File names resolve against the project's gin/ directory, then t5's (models/bi_v1.gin,
+  dataset.gin), as on the switch_mesh_transformer command line.
+  """
   import pkg_resources
   _, _, _, _, gin = _import_mesh_tf()
   import t5.models
@@ -128,7 +132,7 @@ def parse_model_gin(gin_file: str, bindings=()) -> None:
   try:
     gin.parse_config_file(pkg_resources.resource_filename(
         "mesh_tensorflow.transformer", "gin/defaults.gin"))
-    gin.parse_config_files_and_bindings([gin_file], list(bindings))
+    gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
   finally:
     root_logger.setLevel(level)
 
@@ -141,7 +145,7 @@ def build_graph(gin_file: str, bindings=(), batch: int = 1,
   The caller owns the returned graph's tf.Graph (a fresh default graph is used here).
   """
   mtf, tf, transformer, _, gin = _import_mesh_tf()
-  parse_model_gin(gin_file, bindings)
+  parse_gin([gin_file], bindings)
   graph = tf.Graph()
   with graph.as_default(), gin.config_scope(""):
     mtf_graph = mtf.Graph()
