@@ -6,6 +6,7 @@ models are then built as mtf graphs (no weights allocated) and their parameter c
 against closed-form sums and against Table 9 at the table's precision.
 """
 
+import json
 import os
 import sys
 
@@ -162,3 +163,15 @@ def test_paper_model_flops_within_ten_percent(row, paper_counts):
 
 def test_switch_xxl_with_the_tables_64_experts_is_not_395b():
   assert round(_closed_form_params(**dict(TABLE9_SIZES["Switch-XXL"], experts=64)) / 1e9) == 201
+
+
+def test_json_output_is_one_line_for_the_chosen_models(capsys):
+  assert table9.main(["--models", "t5_base", "--json"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 1
+  summary = json.loads(lines[0])
+  assert (summary["inputs_length"], summary["targets_length"]) == (512, 114)
+  [row] = summary["rows"]
+  assert row["model"] == "T5-Base" and row["params_match"] and row["flops_within_10pct"]
+  with pytest.raises(SystemExit):
+    table9.main(["--models", "t5_huge"])

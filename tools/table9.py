@@ -68,7 +68,7 @@ PAPER = [
     PaperRow("T5-Base", "models/t5_base.gin", 0.2, 1, 124e9, "124B"),
     PaperRow("T5-Large", "models/t5_large.gin", 0.7, 1, 425e9, "425B",
              note="the table's sizes (GEGLU d_ff 2816, untied softmax) give 0.78B; 0.7B is "
-                  "T5 v1.0 Large's count (ReLU d_ff 4096, tied softmax: 0.74B)"),
+                  "T5 v1.0 Large's count (ReLU d_ff 4096, tied softmax: 0.74B by hand)"),
     PaperRow("T5-XXL", "models/t5_xxl.gin", 11, 0, 6.3e12, "6.3T"),
     PaperRow("Switch-Base", "models/switch_base.gin", 7, 0, 124e9, "124B", "T5-Base", 128),
     PaperRow("Switch-Large", "models/switch_large.gin", 26, 0, 425e9, "425B", "T5-Large", 128,
@@ -349,13 +349,13 @@ def main(argv=None) -> int:
   print(f"Forward FLOPs per sequence: {INPUTS_LENGTH} input and {TARGETS_LENGTH} target tokens, "
         f"vocabulary {VOCAB_SIZE}; rules in tools/table9.py's docstring.\n")
   print(markdown(rows))
+  print()
   for r in rows:
     if r["note"]:
-      print(f"\n{r['model']}: {r['note']}.", end="")
+      print(f"- {r['model']}: {r['note']}.")
   for e in extra:
-    print(f"\n{e['model']}: {_params_text(e['params'])} parameters, "
-          f"{_human(e['flops_per_seq'])} FLOPs/seq.", end="")
-  print()
+    print(f"- {e['model']}: {_params_text(e['params'])} parameters, "
+          f"{_human(e['flops_per_seq'])} FLOPs/seq.")
   return 0
 
 
