@@ -86,6 +86,7 @@ PAPER = [
              "-", None, 128, note="ReLU d_ff 4096 as in the released checkpoint"),
 ]
 KEYS = {row.gin_file.split("/")[-1][:-len(".gin")]: row for row in PAPER}
+KEYS_BY_NAME = {row.name: key for key, row in KEYS.items()}
 
 
 @dataclasses.dataclass
@@ -166,6 +167,8 @@ def build_graph(gin_file: str, bindings=(), batch: int = 1,
 
 
 def _experts_per_token(variable_name: str) -> int:
+  # The layer's class name is its variable scope. Top-2 counts two experts for every token,
+  # an upper bound when the second-expert policy ("random") skips some.
   return 2 if "/MoEFFN/" in variable_name else 1
 
 
@@ -285,16 +288,13 @@ def evaluate(key: str, counts: Dict[str, ModelCount]) -> dict:
   return out
 
 
-KEYS_BY_NAME = {row.name: key for key, row in KEYS.items()}
-
-
 def markdown(rows: List[dict]) -> str:
   lines = [
       "| model | params (paper) | params (built) | match | FLOPs/seq (paper) | "
       "FLOPs/seq (built) | error | router FLOPs/seq | FLOPs minus dense twin | experts |",
       "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for r in rows:
-    row = KEYS[next(k for k, v in KEYS.items() if v.name == r["model"])]
+    row = KEYS[KEYS_BY_NAME[r["model"]]]
     paper_params = "-" if row.params is None else f"{row.params:g}B"
     match = "-" if "params_match" not in r else ("yes" if r["params_match"] else "**no**")
     if "flops_error" in r:
