@@ -58,6 +58,14 @@ CPU_RUNS = [
 BATCH, LENGTH, TOKEN_IDS, STEPS = 4, 16, 32, 2
 
 
+@pytest.fixture(autouse=True)
+def _forget_gin_bindings():
+  """gin is global: bindings parsed here (activation = "geglu", ...) must not reach the
+  layers other test files construct directly."""
+  yield
+  gin.clear_config()
+
+
 @pytest.mark.parametrize("model_file", MODEL_FILES)
 def test_model_file_parses(model_file):
   table9.parse_gin([model_file, "mesh/cpu_data_parallel.gin"])

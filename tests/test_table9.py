@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+import gin
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 import table9  # noqa: E402
@@ -20,6 +22,14 @@ import table9  # noqa: E402
 D_MODEL, D_FF, D_ATTN, HEADS, EXPERTS = 128, 512, 4 * 32, 4, 8
 VOCAB, INPUTS, TARGETS = 256, 8, 4
 BUCKETS = 32  # relative-attention buckets, one bias table per stack ("bias_shared")
+
+
+@pytest.fixture(autouse=True)
+def _forget_gin_bindings():
+  """gin is global: bindings parsed here (activation = "geglu", ...) must not reach the
+  layers other test files construct directly."""
+  yield
+  gin.clear_config()
 
 
 def _tiny(gin_file):
