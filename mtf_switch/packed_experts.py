@@ -54,7 +54,10 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
   packed = tf.gather_nd(tf.reshape(slots, [-1, d_model]), rows)
   rows_per_expert = tf.reduce_sum(counts, axis=1)
   pieces = tf.split(packed, rows_per_expert, num=num_experts)
-  *wi_kernels, wo_kernel = kernels
+  # Unstacked once: indexing kernel[e] per expert would make each slice's gradient a full
+  # [e, d, h] tensor of zeros (experts x the weights in memory); unstack's gradient is one stack.
+  per_expert = [tf.unstack(kernel, num=num_experts) for kernel in kernels]
+  *wi_kernels, wo_kernels = per_expert
   outputs = []
   for expert, piece in enumerate(pieces):
     hidden = None
@@ -63,7 +66,7 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
       hidden = factor if hidden is None else hidden * factor
     if train and dropout_rate > 0.0:
       hidden = tf.nn.dropout(hidden, rate=dropout_rate)
-    outputs.append(tf.matmul(hidden, wo_kernel[expert]))
+    outputs.append(tf.matmul(hidden, wo_kernels[expert]))
   packed_out = tf.concat(outputs, axis=0)
   num_rows = num_experts * num_groups * capacity
   unpacked = tf.scatter_nd(rows, packed_out, [num_rows, d_model])
