@@ -13,17 +13,26 @@ TPU), and each device must hold whole d_model and expert_hidden rows (experts an
 be split).
 """
 
+import math
+
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 
 from mtf_switch.experts import ACTIVATIONS, HIDDEN_DIM_NAME, check_activation
 
+
+
+def _gelu(x):
+  """mtf.gelu's formula (the tanh approximation), so both paths compute the same values."""
+  cdf = 0.5 * (1.0 + tf.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)))
+  return x * cdf
+
+
 # The TensorFlow twins of the Mesh-TF activations in experts.ACTIVATIONS.
-# mtf.gelu is the tanh approximation; mtf.swish is x * sigmoid(x).
 _TF_ACTIVATIONS = {
     "relu": tf.nn.relu,
-    "gelu": lambda x: tf.nn.gelu(x, approximate=True),
-    "swish": tf.nn.silu,
+    "gelu": _gelu,
+    "swish": lambda x: x * tf.sigmoid(x),  # mtf.swish
     "linear": tf.identity,
 }
 
