@@ -16,7 +16,8 @@ Two interchangeable paths, the same outputs and gradients:
                O(t d) per group and choice.
     The index work runs in ``mtf.slicewise`` with the tokens dimension never split, so
     ``tf.gather`` stays local to each group; gradients are TensorFlow's (a gather's gradient
-    is a segment sum), and reach the router through the gate.
+    is a segment sum), and reach the router through the gate. Each device must hold whole
+    d_model rows (the layer falls back to einsum under "auto" when a layout splits d_model).
 
 Expert parallelism (both paths): when the experts dimension is laid out on the same mesh
 dimension as the groups (layout ``experts:batch`` beside ``batch:batch``), the slot tensor is
@@ -39,6 +40,18 @@ PATHS = ("auto", "einsum", "gather")
 def unsplit_dim(dim: mtf.Dimension) -> mtf.Dimension:
   """The same size under a name no layout rule mentions, so it is never split."""
   return mtf.Dimension(dim.name + "_unsplit", dim.size)
+
+
+def materialized(x: mtf.Tensor) -> mtf.Tensor:
+  """x, with any pending all-reduce carried out, and so is its gradient.
+
+  Mesh-TF may leave an einsum's output (or its gradient) as a lazy all-reduce sum; a
+  slicewise op reduces a lazy input in its forward pass, but its default (TensorFlow)
+  gradient cannot read a lazy input or a lazy incoming gradient. Wrapping the inputs and
+  outputs of the index ops in this identity keeps both directions concrete.
+  """
+  return mtf.slicewise(tf.identity, [x], splittable_dims=x.shape.dims,
+                       grad_function=lambda op, dy: [materialized(dy)], name="materialized")
 
 
 def check_path(path: str) -> None:
@@ -193,11 +206,11 @@ def gather_dispatch(grouped_inputs: mtf.Tensor, choices: Sequence[routing.TokenC
     return _gather_into_slots(tokens, *choice_slices, num_experts=experts_dim.size,
                               capacity=expert_capacity_dim.size)
 
-  expert_inputs = mtf.slicewise(
-      slice_fn, [grouped_inputs] + choice_tensors,
+  expert_inputs = materialized(mtf.slicewise(
+      slice_fn, [materialized(t) for t in [grouped_inputs] + choice_tensors],
       output_shape=[experts_unsplit, groups_dim, expert_capacity_dim, model_dim],
       output_dtype=grouped_inputs.dtype,
-      splittable_dims=[groups_dim, model_dim], name="gather_dispatch")
+      splittable_dims=[groups_dim], name="gather_dispatch"))
   del tokens_dim
   return to_expert_major(expert_inputs, experts_dim, experts_are_split)
 
@@ -250,10 +263,11 @@ def gather_combine(expert_outputs: mtf.Tensor, choices: Sequence[routing.TokenCh
     return _gather_from_slots(slot_outputs, *choice_slices, num_experts=experts_dim.size,
                               capacity=capacity_dim.size)
 
-  return mtf.slicewise(
-      slice_fn, [slots] + choice_tensors,
+  return materialized(mtf.slicewise(
+      slice_fn, [materialized(t) for t in [slots] + choice_tensors],
       output_shape=[groups_dim, tokens_dim, model_dim], output_dtype=dtype,
-      splittable_dims=[groups_dim, model_dim], name="gather_combine")
+      # d_model stays whole: the gate's gradient sums over it inside the slice.
+      splittable_dims=[groups_dim], name="gather_combine"))
 
 
 def filled_slots(route: routing.RoutingResult, experts_dim: mtf.Dimension,

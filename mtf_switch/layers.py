@@ -257,7 +257,15 @@ class _RoutedExperts(transformer.TransformerLayer):
     route = self._route(grouped, token_mask, dispatch_lib.unsplit_dim(experts_dim),
                         capacity_dim, train, variable_dtype)
     experts_are_split = experts_split > 1
-    if dispatch_lib.resolve_path(self.dispatch_path) == "einsum":
+    path = dispatch_lib.resolve_path(self.dispatch_path)
+    model_split = mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, model_dim)
+    if path == "gather" and model_split > 1:
+      if self.dispatch_path == "gather":
+        raise ValueError(
+            f"dispatch_path='gather' needs whole d_model rows on each device; the layout splits "
+            f"'{model_dim.name}' {model_split} ways (use dispatch_path='einsum')")
+      path = "einsum"
+    if path == "einsum":
       expert_inputs = dispatch_lib.dispatch(grouped, route.dispatch_mask, experts_dim,
                                             experts_are_split=experts_are_split)
       expert_outputs = self._expert_computation(expert_inputs, experts_dim, train,
@@ -268,7 +276,11 @@ class _RoutedExperts(transformer.TransformerLayer):
       expert_inputs = dispatch_lib.gather_dispatch(grouped, route.choices, experts_dim,
                                                    capacity_dim, experts_are_split)
       filled = None
-      if (self.skip_empty_slots and not dispatch_lib.building_for_tpu()
+      # The packed FFN is a slicewise op whose gradient is TensorFlow's per device; that is
+      # only right when no weight is replicated across devices that hold different groups
+      # (pure data parallelism would need an all-reduce of the weight gradients).
+      groups_whole = experts_are_split or groups_split == 1
+      if (self.skip_empty_slots and groups_whole and not dispatch_lib.building_for_tpu()
           and self._can_skip_empty_slots(layout, mesh_shape, model_dim)):
         filled = dispatch_lib.filled_slots(route, experts_dim, groups_dim, experts_are_split)
       expert_outputs = self._expert_computation(expert_inputs, experts_dim, train,

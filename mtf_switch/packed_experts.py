@@ -18,6 +18,7 @@ import math
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 
+from mtf_switch.dispatch import materialized
 from mtf_switch.experts import ACTIVATIONS, HIDDEN_DIM_NAME, check_activation
 
 
@@ -116,7 +117,7 @@ def packed_expert_ffn(expert_inputs: mtf.Tensor, filled_slots: mtf.Tensor,
     return _packed_slot_ffn(slots, counts, *kernel_slices, activations=ACTIVATIONS[activation],
                             dropout_rate=dropout_rate, train=train)
 
-  return mtf.slicewise(
-      slice_fn, [expert_inputs, filled_slots] + kernels,
+  return materialized(mtf.slicewise(
+      slice_fn, [materialized(t) for t in [expert_inputs, filled_slots]] + kernels,
       output_shape=expert_inputs.shape, output_dtype=expert_inputs.dtype,
-      splittable_dims=[experts_dim, groups_dim], name="packed_expert_ffn")
+      splittable_dims=[experts_dim, groups_dim], name="packed_expert_ffn"))
