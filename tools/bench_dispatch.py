@@ -25,7 +25,7 @@ Prints a markdown table and one JSON line per configuration, then a JSON summary
 
   PYTHONPATH=. python tools/bench_dispatch.py              # the default set (~10 min)
   PYTHONPATH=. python tools/bench_dispatch.py --grid full  # every combination (long)
-  PYTHONPATH=. python tools/bench_dispatch.py --quick      # fewer configurations, 3 rounds
+  PYTHONPATH=. python tools/bench_dispatch.py --quick      # the two target configurations only
 """
 
 import argparse
@@ -200,8 +200,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--grid", choices=("default", "full"), default="default")
   parser.add_argument("--quick", action="store_true",
-                      help="only the two target configurations, 3 rounds")
-  parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5)")
+                      help="only the two target configurations")
+  parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3)")
   parser.add_argument("--variants", default=",".join(VARIANTS))
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--tokens", type=int, default=Sizes.tokens)
@@ -224,7 +224,7 @@ def main(argv=None):
     configs = [Config(32, 1.25, 1024), Config(128, 1.25, 4096)]
   else:
     configs = full_grid() if args.grid == "full" else default_configs()
-  rounds = args.rounds or (3 if args.quick else 5)
+  rounds = args.rounds or 3
 
   print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"TF {tf.__version__}, threads {args.threads}; sizes {dataclasses.asdict(sizes)}; "
