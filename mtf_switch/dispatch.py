@@ -7,7 +7,8 @@ Two interchangeable paths, the same outputs and gradients:
                -> [experts, groups, capacity, d_model]
     combine:   [experts, groups, capacity, d_model] x [groups, tokens, experts, capacity]
                -> [groups, tokens, d_model]
-    Cost per token grows with tokens_per_group x capacity... : O(g t e c d) multiply-adds.
+    Each token meets every slot of its group: e x c x d = capacity_factor x tokens_per_group
+    x d multiply-adds per token and direction, whatever the expert FFN costs.
 
   gather (by index, inside each group; for CPU and GPU)
     dispatch:  each [expert, capacity] slot copies the row of the token that holds it (an
@@ -152,11 +153,6 @@ def combine(expert_outputs: mtf.Tensor, combine_weights: mtf.Tensor,
                     output_shape=[groups_dim, tokens_dim, model_dim])
 
 
-def _flat_slot_of(expert, slot, num_slots_per_expert):
-  """tf: [g, t] float expert and slot indices -> int32 index into a group's e * c slots."""
-  return tf.cast(expert, tf.int32) * num_slots_per_expert + tf.cast(slot, tf.int32)
-
-
 def _gather_into_slots(tokens, *choice_tensors, num_experts, capacity):
   """tf slice function: [g, t, d] tokens -> [e, g, c, d] slot contents (zeros if empty).
 
@@ -175,7 +171,7 @@ def _gather_into_slots(tokens, *choice_tensors, num_experts, capacity):
     cell = tf.where(kept > 0, cell, -tf.ones_like(cell))  # negative ids are dropped
     row = group_ids * tokens_per_group + token_ids
     table += tf.math.unsorted_segment_sum(row + 1, cell, num_rows)
-  # Empty slots (0 - 1 = -1) read the appended zero row.
+  # Empty slots (nothing written) read the appended zero row.
   zero_row = num_groups * tokens_per_group
   table = tf.where(table > 0, table - 1, tf.fill([num_rows], zero_row))
   flat = tf.concat([tf.reshape(tokens, [-1, d_model]), tf.zeros([1, d_model], tokens.dtype)], 0)
@@ -198,7 +194,7 @@ def gather_dispatch(grouped_inputs: mtf.Tensor, choices: Sequence[routing.TokenC
     [experts, groups(_unsplit if experts_are_split), expert_capacity, d_model], equal to
     ``dispatch`` with the choices' dispatch mask; empty slots are zero.
   """
-  groups_dim, tokens_dim, model_dim = grouped_inputs.shape.dims
+  groups_dim, _, model_dim = grouped_inputs.shape.dims
   experts_unsplit = unsplit_dim(experts_dim)
   choice_tensors = [t for c in choices for t in (c.expert, c.slot, c.kept)]
 
@@ -211,11 +207,10 @@ def gather_dispatch(grouped_inputs: mtf.Tensor, choices: Sequence[routing.TokenC
       output_shape=[experts_unsplit, groups_dim, expert_capacity_dim, model_dim],
       output_dtype=grouped_inputs.dtype,
       splittable_dims=[groups_dim], name="gather_dispatch"))
-  del tokens_dim
   return to_expert_major(expert_inputs, experts_dim, experts_are_split)
 
 
-def _gather_from_slots(slots, *choice_tensors, num_experts, capacity):
+def _gather_from_slots(slots, *choice_tensors, capacity):
   """tf slice function: [e, g, c, d] slot outputs -> [g, t, d], each token's gated output.
 
   choice_tensors: (expert, slot, gate) per choice, [g, t] each; gate in the slots' dtype.
@@ -232,7 +227,6 @@ def _gather_from_slots(slots, *choice_tensors, num_experts, capacity):
            + tf.cast(slot, tf.int32))
     gated = tf.gather(flat, row) * gate[:, :, tf.newaxis]
     total = gated if total is None else total + gated
-  del num_experts
   return total
 
 
@@ -260,8 +254,7 @@ def gather_combine(expert_outputs: mtf.Tensor, choices: Sequence[routing.TokenCh
   choice_tensors = [t for c in choices for t in (c.expert, c.slot, mtf.cast(c.gate, dtype))]
 
   def slice_fn(slot_outputs, *choice_slices):
-    return _gather_from_slots(slot_outputs, *choice_slices, num_experts=experts_dim.size,
-                              capacity=capacity_dim.size)
+    return _gather_from_slots(slot_outputs, *choice_slices, capacity=capacity_dim.size)
 
   return materialized(mtf.slicewise(
       slice_fn, [materialized(t) for t in [slots] + choice_tensors],

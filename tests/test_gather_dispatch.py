@@ -194,7 +194,8 @@ def test_bfloat16_gather_path_routes_like_einsum_path():
     def build(mesh, inputs, layer=layer):
       del mesh
       out = layer.apply(mtf.cast(inputs["x"], tf.bfloat16), train=True, variable_dtype=BF16)
-      return {"y": mtf.cast(out.outputs, tf.float32), "load": out.routing.statistics.expert_fraction}
+      return {"y": mtf.cast(out.outputs, tf.float32),
+              "load": out.routing.statistics.expert_fraction}
 
     runs[path] = run_on_mesh(build, {"x": (x, _dims(2, 8, 4))}, weights=weights)
   np.testing.assert_array_equal(runs["gather"].outputs["load"], runs["einsum"].outputs["load"])

@@ -42,7 +42,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import mtf_switch  # noqa: E402,F401  (compat repair before mesh_tensorflow)
 import mesh_tensorflow as mtf  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf2  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 from mesh_tensorflow.transformer import moe  # noqa: E402
