@@ -48,7 +48,6 @@ from mesh_tensorflow.transformer import moe  # noqa: E402
 
 from mtf_switch import layers  # noqa: E402
 
-tf.disable_eager_execution()
 
 VARIANTS = ("gather", "gather_static", "einsum", "moe_py", "dense")
 

@@ -38,7 +38,6 @@ from mesh_tensorflow.transformer import moe, transformer, transformer_layers  # 
 
 from mtf_switch import layers  # noqa: E402
 
-tf.disable_eager_execution()
 
 MODELS = ("switch_gather", "switch_einsum", "moe_py", "dense")
 
