@@ -33,8 +33,9 @@ class _SwitchProjections(layers._RoutedExperts):
     return routing.route_top1(grouped_inputs, token_mask, experts_dim, capacity_dim,
                               self.router_config, train, variable_dtype)
 
-  def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype):
-    del train
+  def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype,
+                          filled_slots=None):
+    del train, filled_slots  # one linear projection: empty slots cost little here
     model_dim = expert_inputs.shape.dims[-1]
     return mtf.layers.dense(
         expert_inputs, mtf.Dimension(QKV_DIM_NAME, 3 * self.projection_size),
@@ -97,7 +98,8 @@ class SwitchAttention(transformer_layers.SelfAttention):
     num_experts, group_size, capacity_factor_train, capacity_factor_eval,
     min_expert_capacity, load_balance_loss_coef, z_loss_coef, router_policy_train,
     router_policy_eval, jitter_eps, router_input_dropout_rate, sample_temperature,
-    init_scale, summaries: the routing settings, as for ``mtf_switch.SwitchFFN``.
+    init_scale, summaries, dispatch_path: the routing settings, as for
+    ``mtf_switch.SwitchFFN``.
     num_heads, key_value_size, dropout_rate, relative_attention_type, ...: as for
       Mesh-TF's SelfAttention (``**attention_kwargs``); only separate k and v
       (shared_kv=False), combined dims and all heads reading all memory heads
@@ -110,7 +112,8 @@ class SwitchAttention(transformer_layers.SelfAttention):
                z_loss_coef: float = 0.0, router_policy_train: str = "input_jitter",
                router_policy_eval: str = "argmax", jitter_eps: float = 1e-2,
                router_input_dropout_rate: float = 0.1, sample_temperature: float = 1.0,
-               init_scale: float = 0.1, summaries: bool = True, **attention_kwargs):
+               init_scale: float = 0.1, summaries: bool = True, dispatch_path: str = "auto",
+               **attention_kwargs):
     super().__init__(**attention_kwargs)
     for name, unsupported in (("shared_kv", self.shared_kv),
                               ("num_memory_heads", self.num_memory_heads),
@@ -128,7 +131,8 @@ class SwitchAttention(transformer_layers.SelfAttention):
         load_balance_loss_coef=load_balance_loss_coef, z_loss_coef=z_loss_coef,
         router_policy_train=router_policy_train, router_policy_eval=router_policy_eval,
         jitter_eps=jitter_eps, router_input_dropout_rate=router_input_dropout_rate,
-        sample_temperature=sample_temperature, init_scale=init_scale, summaries=summaries)
+        sample_temperature=sample_temperature, init_scale=init_scale, summaries=summaries,
+        dispatch_path=dispatch_path)
 
   def make_params(self, context):
     heads = [mtf.Dimension("heads", self.num_heads)] if self.num_heads > 1 else None

@@ -1,24 +1,112 @@
-"""Moving tokens to their expert slots and back (the einsum path of the paper).
+"""Moving tokens to their expert slots and back, by one-hot einsum or by index.
 
-  dispatch:  [groups, tokens, d_model] x [groups, tokens, experts, capacity]
-             -> [experts, groups, capacity, d_model]
-  combine:   [experts, groups, capacity, d_model] x [groups, tokens, experts, capacity]
-             -> [groups, tokens, d_model]
+Two interchangeable paths, the same outputs and gradients:
 
-Expert parallelism: when the experts dimension is laid out on the same mesh dimension as the
-groups (layout ``experts:batch`` beside ``batch:batch``), the tensor is built split over groups
-and re-split over experts by a reshape, which Mesh-TF lowers to an all-to-all; the experts then
-run on the devices that hold their weights. When the experts dimension is not laid out, the
-groups stay split and nothing moves (re-splitting there would replicate every group on every
-device, which is what moe.py does under pure data parallelism).
+  einsum (the paper's, right for TPU matrix units)
+    dispatch:  [groups, tokens, d_model] x [groups, tokens, experts, capacity]
+               -> [experts, groups, capacity, d_model]
+    combine:   [experts, groups, capacity, d_model] x [groups, tokens, experts, capacity]
+               -> [groups, tokens, d_model]
+    Each token meets every slot of its group: e x c x d = capacity_factor x tokens_per_group
+    x d multiply-adds per token and direction, whatever the expert FFN costs.
+
+  gather (by index, inside each group; for CPU and GPU)
+    dispatch:  each [expert, capacity] slot copies the row of the token that holds it (an
+               empty slot copies a zero row): O(e c d) per group, no [g, t, e, c] tensor.
+    combine:   each token gathers its slot's output row(s) and weights them by its gate:
+               O(t d) per group and choice.
+    The index work runs in ``mtf.slicewise`` with the tokens dimension never split, so
+    ``tf.gather`` stays local to each group; gradients are TensorFlow's (a gather's gradient
+    is a segment sum), and reach the router through the gate. Each device must hold whole
+    d_model rows (the layer falls back to einsum under "auto" when a layout splits d_model).
+
+Expert parallelism (both paths): when the experts dimension is laid out on the same mesh
+dimension as the groups (layout ``experts:batch`` beside ``batch:batch``), the slot tensor is
+built split over groups and re-split over experts by a reshape, which Mesh-TF lowers to an
+all-to-all; the experts then run on the devices that hold their weights. When the experts
+dimension is not laid out, the groups stay split and nothing moves (re-splitting there would
+replicate every group on every device, which is what moe.py does under pure data parallelism).
 """
 
+from typing import Sequence
+
 import mesh_tensorflow as mtf
+import tensorflow.compat.v1 as tf
+
+from mtf_switch import routing
+
+PATHS = ("auto", "einsum", "gather")
 
 
 def unsplit_dim(dim: mtf.Dimension) -> mtf.Dimension:
   """The same size under a name no layout rule mentions, so it is never split."""
   return mtf.Dimension(dim.name + "_unsplit", dim.size)
+
+
+def materialized(x: mtf.Tensor) -> mtf.Tensor:
+  """x, with any pending all-reduce carried out, and so is its gradient.
+
+  Mesh-TF may leave an einsum's output (or its gradient) as a lazy all-reduce sum; a
+  slicewise op reduces a lazy input in its forward pass, but its default (TensorFlow)
+  gradient cannot read a lazy input or a lazy incoming gradient. Wrapping the inputs and
+  outputs of the index ops in this identity keeps both directions concrete.
+  """
+  return mtf.slicewise(tf.identity, [x], splittable_dims=x.shape.dims,
+                       grad_function=lambda op, dy: [materialized(dy)], name="materialized")
+
+
+def check_path(path: str) -> None:
+  if path not in PATHS:
+    raise ValueError(f"unknown dispatch_path={path!r}; expected one of {PATHS}")
+
+
+def building_for_tpu() -> bool:
+  """Whether the graph being built runs on TPU (inside a TPU replicate / XLA context)."""
+  from tensorflow.python.ops import control_flow_util  # pylint: disable=import-outside-toplevel
+  from tensorflow.python.tpu import tpu_function  # pylint: disable=import-outside-toplevel
+  if tpu_function.get_tpu_context().number_of_shards is not None:
+    return True
+  graph = tf.get_default_graph()
+  context = getattr(graph, "_get_control_flow_context", lambda: None)()
+  return control_flow_util.GetContainingXLAContext(context) is not None if context else False
+
+
+def resolve_path(path: str) -> str:
+  """"auto" -> "einsum" when the graph is built for TPU, else "gather".
+
+  Mesh-TF builds the graph before it is lowered, so "auto" looks at where the graph is being
+  built: inside a TPU computation (TPUEstimator's model_fn under ``tpu.rewrite``, which is
+  where t5's mesh transformer lowers its SIMD mesh) the one-hot einsum feeds the matrix
+  units; anywhere else (placement meshes on CPU and GPU) moving rows by index is faster.
+  """
+  check_path(path)
+  if path != "auto":
+    return path
+  return "einsum" if building_for_tpu() else "gather"
+
+
+def to_expert_major(slot_tensor: mtf.Tensor, experts_dim: mtf.Dimension,
+                    experts_are_split: bool) -> mtf.Tensor:
+  """[experts_unsplit, groups, ...] -> the layout the experts run in.
+
+  Returns [experts, groups_unsplit, ...] (the all-to-all) if experts_are_split, else the same
+  tensor with the experts dimension renamed to the layout-visible ``experts_dim``.
+  """
+  experts_unsplit, groups_dim = slot_tensor.shape.dims[:2]
+  if experts_are_split:
+    return mtf.reshape(slot_tensor, [experts_dim, unsplit_dim(groups_dim)]
+                       + slot_tensor.shape.dims[2:])
+  return mtf.rename_dimension(slot_tensor, experts_unsplit.name, experts_dim.name)
+
+
+def to_group_major(expert_tensor: mtf.Tensor, experts_unsplit: mtf.Dimension,
+                   groups_dim: mtf.Dimension, experts_are_split: bool) -> mtf.Tensor:
+  """The inverse of ``to_expert_major``: back to [experts_unsplit, groups(split), ...]."""
+  experts_dim = expert_tensor.shape.dims[0]
+  if experts_are_split:
+    return mtf.reshape(expert_tensor, [experts_unsplit, groups_dim]
+                       + expert_tensor.shape.dims[2:])
+  return mtf.rename_dimension(expert_tensor, experts_dim.name, experts_unsplit.name)
 
 
 def dispatch(grouped_inputs: mtf.Tensor, dispatch_mask: mtf.Tensor, experts_dim: mtf.Dimension,
@@ -40,16 +128,12 @@ def dispatch(grouped_inputs: mtf.Tensor, dispatch_mask: mtf.Tensor, experts_dim:
   expert_inputs = mtf.einsum(
       [grouped_inputs, dispatch_mask],
       output_shape=[experts_unsplit, groups_dim, capacity_dim, model_dim])
-  if experts_are_split:
-    # [experts_unsplit, groups(split)] -> [experts(split), groups_unsplit]: the all-to-all.
-    return mtf.reshape(expert_inputs,
-                       [experts_dim, unsplit_dim(groups_dim), capacity_dim, model_dim])
-  return mtf.rename_dimension(expert_inputs, experts_unsplit.name, experts_dim.name)
+  return to_expert_major(expert_inputs, experts_dim, experts_are_split)
 
 
 def combine(expert_outputs: mtf.Tensor, combine_weights: mtf.Tensor,
             groups_dim: mtf.Dimension, experts_are_split: bool) -> mtf.Tensor:
-  """Scatters expert outputs back to token positions, each weighted by its gate.
+  """Scatters expert outputs back to token positions by a one-hot einsum, gate-weighted.
 
   Args:
     expert_outputs: [experts, groups(_unsplit), expert_capacity, d_model].
@@ -60,13 +144,129 @@ def combine(expert_outputs: mtf.Tensor, combine_weights: mtf.Tensor,
   Returns:
     [groups, tokens_per_group, d_model]; a token no expert took is all zeros.
   """
-  experts_dim, _, capacity_dim, model_dim = expert_outputs.shape.dims
+  model_dim = expert_outputs.shape.dims[-1]
   experts_unsplit = combine_weights.shape.dims[-2]
-  if experts_are_split:
-    expert_outputs = mtf.reshape(expert_outputs,
-                                 [experts_unsplit, groups_dim, capacity_dim, model_dim])
-  else:
-    expert_outputs = mtf.rename_dimension(expert_outputs, experts_dim.name, experts_unsplit.name)
+  expert_outputs = to_group_major(expert_outputs, experts_unsplit, groups_dim,
+                                  experts_are_split)
   tokens_dim = combine_weights.shape.dims[1]
   return mtf.einsum([expert_outputs, combine_weights],
                     output_shape=[groups_dim, tokens_dim, model_dim])
+
+
+def _gather_into_slots(tokens, *choice_tensors, num_experts, capacity):
+  """tf slice function: [g, t, d] tokens -> [e, g, c, d] slot contents (zeros if empty).
+
+  choice_tensors: (expert, slot, kept) per choice, each [g, t] float32.
+  """
+  num_groups, tokens_per_group, d_model = (tf.shape(tokens)[i] for i in range(3))
+  token_ids = tf.range(tokens_per_group)[tf.newaxis, :] + tf.zeros([num_groups, 1], tf.int32)
+  group_ids = tf.range(num_groups)[:, tf.newaxis] + tf.zeros([1, tokens_per_group], tf.int32)
+  num_rows = num_experts * num_groups * capacity
+  # Each kept token writes (its row in the flattened tokens) + 1 into its slot's cell of the
+  # [e, g, c] table; a slot holds at most one token, so the segment sum is that token's row.
+  table = tf.zeros([num_rows], tf.int32)
+  for expert, slot, kept in zip(*[iter(choice_tensors)] * 3, strict=True):
+    cell = ((tf.cast(expert, tf.int32) * num_groups + group_ids) * capacity
+            + tf.cast(slot, tf.int32))
+    cell = tf.where(kept > 0, cell, -tf.ones_like(cell))  # negative ids are dropped
+    row = group_ids * tokens_per_group + token_ids
+    table += tf.math.unsorted_segment_sum(row + 1, cell, num_rows)
+  # Empty slots (nothing written) read the appended zero row.
+  zero_row = num_groups * tokens_per_group
+  table = tf.where(table > 0, table - 1, tf.fill([num_rows], zero_row))
+  flat = tf.concat([tf.reshape(tokens, [-1, d_model]), tf.zeros([1, d_model], tokens.dtype)], 0)
+  return tf.reshape(tf.gather(flat, table), [num_experts, num_groups, capacity, d_model])
+
+
+def gather_dispatch(grouped_inputs: mtf.Tensor, choices: Sequence[routing.TokenChoice],
+                    experts_dim: mtf.Dimension, expert_capacity_dim: mtf.Dimension,
+                    experts_are_split: bool) -> mtf.Tensor:
+  """Copies each kept token into its expert's capacity slot, by index.
+
+  Args:
+    grouped_inputs: [groups, tokens_per_group, d_model].
+    choices: the router's per-token choices, [groups, tokens_per_group] each.
+    experts_dim: the layout-visible experts dimension of the expert weights.
+    expert_capacity_dim: slots per expert per group.
+    experts_are_split: whether experts_dim is laid out on a mesh dimension.
+
+  Returns:
+    [experts, groups(_unsplit if experts_are_split), expert_capacity, d_model], equal to
+    ``dispatch`` with the choices' dispatch mask; empty slots are zero.
+  """
+  groups_dim, _, model_dim = grouped_inputs.shape.dims
+  experts_unsplit = unsplit_dim(experts_dim)
+  choice_tensors = [t for c in choices for t in (c.expert, c.slot, c.kept)]
+
+  def slice_fn(tokens, *choice_slices):
+    return _gather_into_slots(tokens, *choice_slices, num_experts=experts_dim.size,
+                              capacity=expert_capacity_dim.size)
+
+  expert_inputs = materialized(mtf.slicewise(
+      slice_fn, [materialized(t) for t in [grouped_inputs] + choice_tensors],
+      output_shape=[experts_unsplit, groups_dim, expert_capacity_dim, model_dim],
+      output_dtype=grouped_inputs.dtype,
+      splittable_dims=[groups_dim], name="gather_dispatch"))
+  return to_expert_major(expert_inputs, experts_dim, experts_are_split)
+
+
+def _gather_from_slots(slots, *choice_tensors, capacity):
+  """tf slice function: [e, g, c, d] slot outputs -> [g, t, d], each token's gated output.
+
+  choice_tensors: (expert, slot, gate) per choice, [g, t] each; gate in the slots' dtype.
+  """
+  num_groups, d_model = tf.shape(slots)[1], tf.shape(slots)[3]
+  flat = tf.reshape(slots, [-1, d_model])
+  total = None
+  for expert, slot, gate in zip(*[iter(choice_tensors)] * 3, strict=True):
+    tokens_per_group = tf.shape(expert)[1]
+    group_ids = tf.range(num_groups)[:, tf.newaxis] + tf.zeros([1, tokens_per_group], tf.int32)
+    # A token that was not kept points at slot (expert 0, slot 0) of its group; its gate is
+    # exactly zero, so it adds exactly zero (expert outputs are finite).
+    row = ((tf.cast(expert, tf.int32) * num_groups + group_ids) * capacity
+           + tf.cast(slot, tf.int32))
+    gated = tf.gather(flat, row) * gate[:, :, tf.newaxis]
+    total = gated if total is None else total + gated
+  return total
+
+
+def gather_combine(expert_outputs: mtf.Tensor, choices: Sequence[routing.TokenChoice],
+                   groups_dim: mtf.Dimension, tokens_dim: mtf.Dimension,
+                   experts_are_split: bool) -> mtf.Tensor:
+  """Each token takes its slot's expert output, weighted by its gate, by index.
+
+  Args:
+    expert_outputs: [experts, groups(_unsplit), expert_capacity, d_model].
+    choices: the router's per-token choices, [groups, tokens_per_group] each.
+    groups_dim: the (split) groups dimension of the token-major tensors.
+    tokens_dim: tokens_per_group.
+    experts_are_split: as for ``gather_dispatch``.
+
+  Returns:
+    [groups, tokens_per_group, d_model]; a token no expert took is all zeros. Equal to
+    ``combine`` with the choices' combine weights.
+  """
+  experts_dim, _, capacity_dim, model_dim = expert_outputs.shape.dims
+  experts_unsplit = unsplit_dim(experts_dim)
+  slots = to_group_major(expert_outputs, experts_unsplit, groups_dim, experts_are_split)
+  dtype = slots.dtype
+  # The einsum path multiplies by combine weights cast to the activation dtype; so do we.
+  choice_tensors = [t for c in choices for t in (c.expert, c.slot, mtf.cast(c.gate, dtype))]
+
+  def slice_fn(slot_outputs, *choice_slices):
+    return _gather_from_slots(slot_outputs, *choice_slices, capacity=capacity_dim.size)
+
+  return materialized(mtf.slicewise(
+      slice_fn, [materialized(t) for t in [slots] + choice_tensors],
+      output_shape=[groups_dim, tokens_dim, model_dim], output_dtype=dtype,
+      # d_model stays whole: the gate's gradient sums over it inside the slice.
+      splittable_dims=[groups_dim], name="gather_combine"))
+
+
+def filled_slots(route: routing.RoutingResult, experts_dim: mtf.Dimension,
+                 groups_dim: mtf.Dimension, experts_are_split: bool) -> mtf.Tensor:
+  """[experts, groups(_unsplit)] float32 filled-slot counts, laid out like the expert inputs."""
+  counts = route.filled_slots()  # [groups, experts_unsplit]
+  experts_unsplit = counts.shape.dims[1]
+  counts = mtf.transpose(counts, [experts_unsplit, groups_dim])
+  return to_expert_major(counts, experts_dim, experts_are_split)

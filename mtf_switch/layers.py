@@ -5,10 +5,16 @@ decoder of a Bitransformer, or a Unitransformer) in place of ``DenseReluDense``:
 
     x [batch..., length, d_model]
       -> groups             [groups, tokens_per_group, d_model]          (capacity.plan_groups)
-      -> router             dispatch / combine [groups, tokens, experts, capacity], losses
-      -> dispatch           [experts, groups, capacity, d_model]          (dispatch.dispatch)
-      -> experts            [experts, groups, capacity, d_model]          (experts.expert_ffn)
-      -> combine            [groups, tokens, d_model]                     (dispatch.combine)
+      -> router             per-token expert, slot and gate [groups, tokens], losses
+      -> dispatch           [experts, groups, capacity, d_model]          (dispatch.*dispatch)
+      -> experts            [experts, groups, capacity, d_model]          (experts.*expert_ffn)
+      -> combine            [groups, tokens, d_model]                     (dispatch.*combine)
+
+``dispatch_path`` picks how tokens move: "einsum" (one-hot [groups, tokens, experts,
+capacity] einsums, the paper's TPU algorithm), "gather" (by index; on a placement mesh the
+expert FFN then also skips empty capacity slots), or "auto" (the default: einsum when the
+graph is built inside a TPU computation, gather otherwise; ``dispatch.resolve_path``). Both
+paths route identically and give the same outputs and gradients.
       -> y [batch..., length, d_model]
 
 The LayerStack adds y to the residual stream, so a token no expert took (over capacity, or
@@ -31,6 +37,7 @@ import gin
 from mtf_switch import capacity as capacity_lib
 from mtf_switch import dispatch as dispatch_lib
 from mtf_switch import experts as experts_lib
+from mtf_switch import packed_experts
 from mtf_switch import routing
 from mtf_switch import summaries as summaries_lib
 
@@ -106,7 +113,9 @@ class _RoutedExperts(transformer.TransformerLayer):
                router_input_dropout_rate: float = 0.1,
                sample_temperature: float = 1.0,
                init_scale: float = 0.1,
-               summaries: bool = True):
+               summaries: bool = True,
+               dispatch_path: str = "auto",
+               skip_empty_slots: bool = True):
     """Configures routing; every value is checked here, at graph-build time.
 
     Args:
@@ -126,7 +135,12 @@ class _RoutedExperts(transformer.TransformerLayer):
       init_scale: s of the truncated-normal init sigma = sqrt(s / fan_in) for the router and
         expert weights (paper: 0.1).
       summaries: write per-layer TensorBoard scalars while training.
+      dispatch_path: "auto", "einsum" or "gather" (see the module docstring).
+      skip_empty_slots: on the gather path, outside TPU computations, run the expert FFN on
+        the filled capacity slots only (``packed_experts``) when each device holds whole
+        d_model and d_ff rows; the same results, fewer FLOPs below full capacity.
     """
+    dispatch_lib.check_path(dispatch_path)
     capacity_lib.require_positive_int("num_experts", num_experts)
     capacity_lib.require_positive_int("group_size", group_size)
     # Both factors are checked now, so an eval-only typo cannot survive a long training run.
@@ -144,6 +158,8 @@ class _RoutedExperts(transformer.TransformerLayer):
     self.z_loss_coef = z_loss_coef
     self.init_scale = init_scale
     self.summaries = summaries
+    self.dispatch_path = dispatch_path
+    self.skip_empty_slots = bool(skip_empty_slots)
     self.router_config = routing.RouterConfig(
         policy_train=router_policy_train,
         policy_eval=router_policy_eval,
@@ -152,9 +168,19 @@ class _RoutedExperts(transformer.TransformerLayer):
         sample_temperature=sample_temperature,
         init_scale=init_scale)
 
-  def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype):
-    """[experts, groups, capacity, d_model] -> [experts, groups, capacity, out_dim]."""
+  def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype,
+                          filled_slots=None):
+    """[experts, groups, capacity, d_model] -> [experts, groups, capacity, out_dim].
+
+    filled_slots: None, or [experts, groups] filled-slot counts; when given, the computation
+    may skip the empty slots (whose outputs must then be zero).
+    """
     raise NotImplementedError
+
+  def _can_skip_empty_slots(self, layout, mesh_shape, model_dim) -> bool:
+    """Whether each device holds whole d_model rows, so slots can be packed (no TPU)."""
+    del layout, mesh_shape, model_dim
+    return False
 
   def _check_layout(self, layout, mesh_shape) -> None:
     """Raises ValueError if an expert dimension does not divide its mesh dimension."""
@@ -230,11 +256,37 @@ class _RoutedExperts(transformer.TransformerLayer):
 
     route = self._route(grouped, token_mask, dispatch_lib.unsplit_dim(experts_dim),
                         capacity_dim, train, variable_dtype)
-    expert_inputs = dispatch_lib.dispatch(grouped, route.dispatch_mask, experts_dim,
-                                          experts_are_split=experts_split > 1)
-    expert_outputs = self._expert_computation(expert_inputs, experts_dim, train, variable_dtype)
-    outputs = dispatch_lib.combine(expert_outputs, route.combine_weights, groups_dim,
-                                   experts_are_split=experts_split > 1)
+    experts_are_split = experts_split > 1
+    path = dispatch_lib.resolve_path(self.dispatch_path)
+    model_split = mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, model_dim)
+    if path == "gather" and model_split > 1:
+      if self.dispatch_path == "gather":
+        raise ValueError(
+            f"dispatch_path='gather' needs whole d_model rows on each device; the layout splits "
+            f"'{model_dim.name}' {model_split} ways (use dispatch_path='einsum')")
+      path = "einsum"
+    if path == "einsum":
+      expert_inputs = dispatch_lib.dispatch(grouped, route.dispatch_mask, experts_dim,
+                                            experts_are_split=experts_are_split)
+      expert_outputs = self._expert_computation(expert_inputs, experts_dim, train,
+                                                variable_dtype)
+      outputs = dispatch_lib.combine(expert_outputs, route.combine_weights, groups_dim,
+                                     experts_are_split=experts_are_split)
+    else:
+      expert_inputs = dispatch_lib.gather_dispatch(grouped, route.choices, experts_dim,
+                                                   capacity_dim, experts_are_split)
+      filled = None
+      # The packed FFN is a slicewise op whose gradient is TensorFlow's per device; that is
+      # only right when no weight is replicated across devices that hold different groups
+      # (pure data parallelism would need an all-reduce of the weight gradients).
+      groups_whole = experts_are_split or groups_split == 1
+      if (self.skip_empty_slots and groups_whole and not dispatch_lib.building_for_tpu()
+          and self._can_skip_empty_slots(layout, mesh_shape, model_dim)):
+        filled = dispatch_lib.filled_slots(route, experts_dim, groups_dim, experts_are_split)
+      expert_outputs = self._expert_computation(expert_inputs, experts_dim, train,
+                                                variable_dtype, filled_slots=filled)
+      outputs = dispatch_lib.gather_combine(expert_outputs, route.choices, groups_dim,
+                                            tokens_dim, experts_are_split)
     outputs = mtf.reshape(outputs, token_dims + outputs.shape.dims[-1:])
 
     aux_loss = self.load_balance_loss_coef * route.load_balance_loss
@@ -297,7 +349,17 @@ class _ExpertsFFN(_RoutedExperts):
           f"hidden_size={self.hidden_size} is not divisible by the {hidden_split} devices of "
           f"the mesh dimension that the layout puts '{experts_lib.HIDDEN_DIM_NAME}' on")
 
-  def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype):
+  def _can_skip_empty_slots(self, layout, mesh_shape, model_dim) -> bool:
+    hidden_dim = mtf.Dimension(experts_lib.HIDDEN_DIM_NAME, self.hidden_size)
+    return all(mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, dim) == 1
+               for dim in (hidden_dim, model_dim))
+
+  def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype,
+                          filled_slots=None):
+    if filled_slots is not None:
+      return packed_experts.packed_expert_ffn(
+          expert_inputs, filled_slots, experts_dim, self.hidden_size, self.activation,
+          self.expert_dropout_rate, train, variable_dtype, self.init_scale)
     return experts_lib.expert_ffn(
         expert_inputs, experts_dim, self.hidden_size, self.activation,
         self.expert_dropout_rate, train, variable_dtype, self.init_scale)

@@ -3,15 +3,22 @@
 A router sees only the grouped token representations and the experts dimension; it knows
 nothing about what the experts compute. Every router returns one ``RoutingResult``:
 
+  choices          per token and per choice (1 for Switch and No-Token-Left-Behind, 2 for
+                   top-2): expert index, capacity slot, kept flag and gate, each a small
+                   float32 [groups, tokens_per_group] tensor (``TokenChoice``)
   dispatch_mask    [groups, tokens_per_group, experts, expert_capacity]  0/1, activation dtype
   combine_weights  [groups, tokens_per_group, experts, expert_capacity]  gate, activation dtype
   load_balance_loss, z_loss   unscaled float32 scalars (the layer applies the coefficients)
   statistics       expert load, dropped fraction, router entropy (float32)
 
+The routing decision is made once, in the choices; the two [g, t, e, c] tensors are derived
+from them only when something reads them (the einsum dispatch path), so the gather path never
+builds them and both paths route identically by construction.
+
 Selective precision (paper Section 2.4): the router input is cast to float32 and the logits,
 softmax, top-1, cumulative positions and losses all stay float32 whatever the activation dtype.
 Only the two [g, t, e, c] tensors are built in the activation dtype, from small float32
-[g, t, e] factors, so no float32 copy of the big tensors exists under bfloat16.
+factors, so no float32 copy of the big tensors exists under bfloat16.
 
 Routers provided (names as the paper uses them):
   * ``route_top1``   the Switch router (eq. 1-2), with the App. C exploration policies and
@@ -20,7 +27,8 @@ Routers provided (names as the paper uses them):
 """
 
 import dataclasses
-from typing import Optional
+import functools
+from typing import Optional, Tuple
 
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
@@ -88,15 +96,71 @@ class RoutingStatistics:
   router_entropy: mtf.Tensor
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenChoice:
+  """One expert choice of every token, after capacity: routing in its small form.
+
+  All four are float32 [groups, tokens_per_group]; the indices are exact small integers.
+
+  Attributes:
+    expert: index of the chosen expert.
+    slot: position in that expert's capacity (0 where the token is not kept). The kept
+      tokens of an expert fill slots 0, 1, ... of each group in order, so the filled slots
+      of every (group, expert) are a prefix of the capacity.
+    kept: 1 where the token holds the slot; 0 for a dropped token, padding, or an unused
+      second choice.
+    gate: the combine weight, zero where not kept.
+  """
+
+  expert: mtf.Tensor
+  slot: mtf.Tensor
+  kept: mtf.Tensor
+  gate: mtf.Tensor
+
+
 @dataclasses.dataclass
 class RoutingResult:
-  """What a router decided; shapes in the module docstring."""
+  """What a router decided; shapes in the module docstring.
 
-  dispatch_mask: mtf.Tensor
-  combine_weights: mtf.Tensor
+  ``dispatch_mask`` and ``combine_weights`` are built from ``choices`` on first access, in
+  ``dtype``, and cached.
+  """
+
+  choices: Tuple[TokenChoice, ...]
+  experts_dim: mtf.Dimension
+  expert_capacity_dim: mtf.Dimension
+  dtype: tf.DType
   load_balance_loss: mtf.Tensor
   z_loss: mtf.Tensor
   statistics: RoutingStatistics
+
+  @functools.cached_property
+  def dispatch_mask(self) -> mtf.Tensor:
+    """[groups, tokens_per_group, experts, expert_capacity] 0/1 in the activation dtype."""
+    return self._slot_tensor(lambda choice: choice.kept)
+
+  @functools.cached_property
+  def combine_weights(self) -> mtf.Tensor:
+    """[groups, tokens_per_group, experts, expert_capacity] gates in the activation dtype."""
+    return self._slot_tensor(lambda choice: choice.gate)
+
+  def _slot_tensor(self, value_of) -> mtf.Tensor:
+    total = None
+    for choice in self.choices:
+      placed = _slot_tensor(value_of(choice), choice.expert, choice.slot, self.experts_dim,
+                            self.expert_capacity_dim, self.dtype)
+      total = placed if total is None else total + placed
+    return total
+
+  def filled_slots(self) -> mtf.Tensor:
+    """[groups, experts] float32: how many slots of each expert each group fills."""
+    total = None
+    for choice in self.choices:
+      per_token = mtf.one_hot(mtf.to_int32(choice.expert), self.experts_dim,
+                              dtype=tf.float32) * choice.kept
+      count = mtf.reduce_sum(per_token, reduced_dim=per_token.shape.dims[1])
+      total = count if total is None else total + count
+    return total
 
 
 def router_logits(inputs: mtf.Tensor, experts_dim: mtf.Dimension, config: RouterConfig,
@@ -188,14 +252,41 @@ def _statistics(router_probs, first_choice_mask, routed_tokens, token_mask,
   return RoutingStatistics(expert_fraction, dropped_fraction, router_entropy)
 
 
-def _slot_tensor(weights: mtf.Tensor, positions: mtf.Tensor,
-                 expert_capacity_dim: mtf.Dimension, dtype) -> mtf.Tensor:
-  """[g, t, e] weights placed at [g, t, e, c] slot ``positions``, built directly in dtype.
+def _slot_tensor(values: mtf.Tensor, expert: mtf.Tensor, slot: mtf.Tensor,
+                 experts_dim: mtf.Dimension, expert_capacity_dim: mtf.Dimension,
+                 dtype) -> mtf.Tensor:
+  """[g, t] values placed at [g, t, e, c] (expert, slot), built directly in dtype.
 
-  Positions at or beyond the capacity one-hot to all zeros, so only kept tokens need weights.
+  The float32 factor is only [g, t, e]; the [g, t, e, c] product exists once, in dtype.
   """
-  return mtf.cast(weights, dtype) * mtf.one_hot(
-      mtf.to_int32(positions), expert_capacity_dim, dtype=dtype)
+  per_expert = mtf.one_hot(mtf.to_int32(expert), experts_dim, dtype=tf.float32) * values
+  return mtf.cast(per_expert, dtype) * mtf.one_hot(
+      mtf.to_int32(slot), expert_capacity_dim, dtype=dtype)
+
+
+def _token_choice(expert_index: mtf.Tensor, kept: mtf.Tensor, position: mtf.Tensor,
+                  gate: mtf.Tensor, experts_dim: mtf.Dimension) -> TokenChoice:
+  """Per-token form of one routing pass.
+
+  Args:
+    expert_index: [g, t] int32 chosen expert.
+    kept: [g, t, e] float32, one-hot of the expert where the token got a slot.
+    position: [g, t, e] float32, the token's position in its expert (zero elsewhere).
+    gate: [g, t] float32 router probability of the chosen expert.
+    experts_dim: the experts dimension to reduce.
+  """
+  kept_token = mtf.reduce_sum(kept, reduced_dim=experts_dim)
+  return TokenChoice(
+      expert=mtf.to_float(expert_index) * kept_token,
+      slot=mtf.reduce_sum(position, reduced_dim=experts_dim) * kept_token,
+      kept=kept_token,
+      gate=gate * kept_token)
+
+
+def _merge_exclusive_choices(first: TokenChoice, second: TokenChoice) -> TokenChoice:
+  """One choice from two passes that never keep the same token (No-Token-Left-Behind)."""
+  return TokenChoice(expert=first.expert + second.expert, slot=first.slot + second.slot,
+                     kept=first.kept + second.kept, gate=first.gate + second.gate)
 
 
 def _top1_choice(logits, router_probs, experts_dim, config, train):
@@ -255,12 +346,12 @@ def route_top1(inputs: mtf.Tensor, token_mask: mtf.Tensor, experts_dim: mtf.Dime
   capacity = float(expert_capacity_dim.size)
   position = exclusive_cumsum(first_choice, tokens_dim) * first_choice
   kept = first_choice * mtf.to_float(mtf.less(position, capacity))
-  dispatch_mask = _slot_tensor(kept, position, expert_capacity_dim, dtype)
-  combine_weights = _slot_tensor(kept * gate, position, expert_capacity_dim, dtype)
-  routed = mtf.reduce_sum(kept, reduced_dim=experts_dim)
+  choice = _token_choice(expert_index, kept, position, gate, experts_dim)
+  routed = choice.kept
 
   if num_overflow_choices:
     # Rank the experts once; pass j routes still-unrouted tokens to their (j+1)-th choice.
+    # A token is kept by at most one pass, so the passes merge into one choice per token.
     choices_dim = mtf.Dimension("router_choices", num_overflow_choices + 1)
     ranked_probs, ranked_index = mtf.top_k(router_probs, reduced_dim=experts_dim,
                                            k_dim=choices_dim)
@@ -272,18 +363,19 @@ def route_top1(inputs: mtf.Tensor, token_mask: mtf.Tensor, experts_dim: mtf.Dime
       choice_probs = mtf.reshape(choice_probs, choice_probs.shape.dims[:-1])
       choice_index = mtf.reshape(choice_index, choice_index.shape.dims[:-1])
       waiting = token_mask * (1.0 - routed)
-      choice = mtf.one_hot(choice_index, experts_dim, dtype=tf.float32) * waiting
-      position = (exclusive_cumsum(choice, tokens_dim) + slots_used) * choice
-      kept_now = choice * mtf.to_float(mtf.less(position, capacity))
-      dispatch_mask += _slot_tensor(kept_now, position, expert_capacity_dim, dtype)
-      combine_weights += _slot_tensor(kept_now * choice_probs, position, expert_capacity_dim,
-                                      dtype)
+      wanted = mtf.one_hot(choice_index, experts_dim, dtype=tf.float32) * waiting
+      position = (exclusive_cumsum(wanted, tokens_dim) + slots_used) * wanted
+      kept_now = wanted * mtf.to_float(mtf.less(position, capacity))
+      choice = _merge_exclusive_choices(
+          choice, _token_choice(choice_index, kept_now, position, choice_probs, experts_dim))
       slots_used += mtf.reduce_sum(kept_now, reduced_dim=tokens_dim)
-      routed += mtf.reduce_sum(kept_now, reduced_dim=experts_dim)
+      routed = choice.kept
 
   return RoutingResult(
-      dispatch_mask=dispatch_mask,
-      combine_weights=combine_weights,
+      choices=(choice,),
+      experts_dim=experts_dim,
+      expert_capacity_dim=expert_capacity_dim,
+      dtype=dtype,
       load_balance_loss=balance_loss,
       z_loss=router_z_loss(logits, token_mask, experts_dim),
       statistics=_statistics(router_probs, first_choice, routed, token_mask, experts_dim))
@@ -339,14 +431,14 @@ def route_top2(inputs: mtf.Tensor, token_mask: mtf.Tensor, experts_dim: mtf.Dime
   position_2 = (exclusive_cumsum(mask_2, tokens_dim) + first_choice_slots) * mask_2
   kept_2 = mask_2 * mtf.to_float(mtf.less(position_2, capacity))
 
-  dispatch_mask = (_slot_tensor(kept_1, position_1, expert_capacity_dim, dtype)
-                   + _slot_tensor(kept_2, position_2, expert_capacity_dim, dtype))
-  combine_weights = (_slot_tensor(kept_1 * gate_1, position_1, expert_capacity_dim, dtype)
-                     + _slot_tensor(kept_2 * gate_2, position_2, expert_capacity_dim, dtype))
-  routed = mtf.reduce_sum(kept_1 + kept_2, reduced_dim=experts_dim)
+  choices = (_token_choice(index_1, kept_1, position_1, gate_1, experts_dim),
+             _token_choice(index_2, kept_2, position_2, gate_2, experts_dim))
+  routed = choices[0].kept + choices[1].kept
   return RoutingResult(
-      dispatch_mask=dispatch_mask,
-      combine_weights=combine_weights,
+      choices=choices,
+      experts_dim=experts_dim,
+      expert_capacity_dim=expert_capacity_dim,
+      dtype=dtype,
       load_balance_loss=balance_loss,
       z_loss=router_z_loss(logits, token_mask, experts_dim),
       statistics=_statistics(router_probs, mask_1, routed, token_mask, experts_dim))

@@ -1,0 +1,245 @@
+"""The gather dispatch path: the same routing, outputs and gradients as the einsum path.
+
+Every configuration runs once with ``dispatch_path="einsum"`` (the paper's one-hot einsums,
+the reference) and once with ``"gather"`` (tokens moved by index), with the same numpy
+weights and inputs, in float32. Routing statistics must be identical; outputs, the aux loss
+and the gradients of a scalar loss with respect to the input and every weight must agree to
+float32 rounding. The gather path runs both with the expert FFN on filled slots only (the
+default on CPU) and on every slot, and on the Section 5 layouts of ``test_layouts``.
+"""
+
+import functools
+
+import mesh_tensorflow as mtf
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+from tensorflow.python.tpu import tpu_function
+
+from mesh_harness import run_on_mesh
+from mtf_switch import dispatch, layers
+
+F32 = mtf.VariableDType(tf.float32)
+BF16 = mtf.VariableDType(tf.float32, tf.float32, tf.bfloat16)
+BATCH, LENGTH, D_MODEL, HIDDEN, EXPERTS = 8, 8, 16, 32, 4
+
+_COMMON = dict(num_experts=EXPERTS, hidden_size=HIDDEN, group_size=16, min_expert_capacity=1,
+               router_policy_train="argmax", summaries=False)
+
+# name -> (layer class, kwargs). Unit-scale router weights make routing uneven, so capacity
+# factor 1.0 drops tokens; 4.0 fits every token anywhere.
+CONFIGS = {
+    "switch_drops": (layers.SwitchFFN, dict(capacity_factor_train=1.0)),
+    "switch_no_drop": (layers.SwitchFFN, dict(capacity_factor_train=4.0)),
+    "switch_tight": (layers.SwitchFFN, dict(capacity_factor_train=0.5)),
+    "switch_geglu": (layers.SwitchFFN, dict(capacity_factor_train=1.25, activation="geglu")),
+    "switch_swiglu_groups_of_8": (layers.SwitchFFN, dict(capacity_factor_train=1.0,
+                                                         activation="swiglu", group_size=8)),
+    "ntlb": (layers.SwitchFFN, dict(capacity_factor_train=1.0, num_overflow_choices=2)),
+    "top2_all": (layers.MoEFFN, dict(capacity_factor_train=2.0, second_policy_train="all")),
+    "top2_tight": (layers.MoEFFN, dict(capacity_factor_train=1.0, second_policy_train="all")),
+    "top2_threshold": (layers.MoEFFN, dict(capacity_factor_train=1.5,
+                                           second_policy_train="threshold",
+                                           second_threshold=0.3)),
+}
+
+LAYOUTS = {
+    "single": ("", ""),
+    "data": ("batch:4", "batch:batch"),
+    "model": ("model:4", "expert_hidden:model"),
+    "expert_data": ("batch:4", "batch:batch;experts:batch"),
+    "expert_model_data": ("batch:4;model:2", "batch:batch;experts:batch;expert_hidden:model"),
+}
+
+
+def _dims(batch=BATCH, length=LENGTH, d_model=D_MODEL):
+  return [mtf.Dimension("batch", batch), mtf.Dimension("length", length),
+          mtf.Dimension("d_model", d_model)]
+
+
+@functools.lru_cache(maxsize=None)
+def _data(activation="relu"):
+  rng = np.random.RandomState(4321)
+  x = rng.randn(BATCH, LENGTH, D_MODEL).astype(np.float32)
+  probe = rng.randn(BATCH, LENGTH, D_MODEL).astype(np.float32)
+  # Padding: the last two positions of every other sequence.
+  nonpadding = np.ones((BATCH, LENGTH), np.float32)
+  nonpadding[::2, -2:] = 0.0
+  weights = {"router/kernel": rng.randn(D_MODEL, EXPERTS).astype(np.float32)}
+  wi_names = ["wi_0", "wi_1"] if activation in ("geglu", "swiglu") else ["wi"]
+  for name in wi_names:
+    weights[f"{name}/kernel"] = (rng.randn(EXPERTS, D_MODEL, HIDDEN)
+                                 / np.sqrt(D_MODEL)).astype(np.float32)
+  weights["wo/kernel"] = (rng.randn(EXPERTS, HIDDEN, D_MODEL) / np.sqrt(HIDDEN)).astype(np.float32)
+  return x, probe, nonpadding, weights
+
+
+def _run(config_name, path, layout_name="single", skip_empty_slots=True, train=True,
+         padding=False):
+  cls, kwargs = CONFIGS[config_name]
+  layer = cls(**dict(_COMMON, dispatch_path=path, skip_empty_slots=skip_empty_slots, **kwargs))
+  x, probe, nonpadding, weights = _data(kwargs.get("activation", "relu"))
+  mesh_shape, layout = LAYOUTS[layout_name]
+
+  def build(mesh, inputs):
+    del mesh
+    out = layer.apply(inputs["x"], train=train, variable_dtype=F32, layout=layout,
+                      mesh_shape=mesh_shape,
+                      nonpadding=inputs["nonpadding"] if padding else None)
+    loss = mtf.reduce_sum(out.outputs * inputs["probe"]) + out.aux_loss
+    stats = out.routing.statistics
+    return {"y": out.outputs, "aux": out.aux_loss, "loss": loss, "load": stats.expert_fraction,
+            "dropped": stats.dropped_fraction}
+
+  inputs = {"x": (x, _dims()), "probe": (probe, _dims()),
+            "nonpadding": (nonpadding, _dims()[:2])}
+  return run_on_mesh(build, inputs, mesh_shape=mesh_shape, layout=layout, weights=weights,
+                     grad_of="loss")
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(config_name, train=True, padding=False):
+  return _run(config_name, "einsum", train=train, padding=padding)
+
+
+def _assert_close(actual, desired, what):
+  desired = np.asarray(desired)
+  scale = max(1.0, float(np.abs(desired).max()))
+  np.testing.assert_allclose(actual, desired, rtol=1e-5, atol=2e-6 * scale, err_msg=what)
+
+
+def _assert_same_as_reference(run, ref):
+  # Routing does not depend on the path: the same loads and drops, exactly.
+  np.testing.assert_array_equal(run.outputs["load"], ref.outputs["load"])
+  np.testing.assert_array_equal(run.outputs["dropped"], ref.outputs["dropped"])
+  np.testing.assert_allclose(run.outputs["aux"], ref.outputs["aux"], rtol=1e-6)
+  _assert_close(run.outputs["y"], ref.outputs["y"], "outputs")
+  _assert_close(run.outputs["loss"], ref.outputs["loss"], "loss")
+  _assert_close(run.input_grads["x"], ref.input_grads["x"], "d loss / d x")
+  assert sorted(run.variable_grads) == sorted(ref.variable_grads)
+  for name, grad in ref.variable_grads.items():
+    assert np.abs(grad).max() > 1e-3, name  # a zero gradient would prove nothing
+    _assert_close(run.variable_grads[name], grad, f"d loss / d {name}")
+
+
+@pytest.mark.parametrize("skip_empty_slots", [True, False], ids=["packed", "all_slots"])
+@pytest.mark.parametrize("config_name", list(CONFIGS))
+def test_gather_path_matches_einsum_path(config_name, skip_empty_slots):
+  _assert_same_as_reference(_run(config_name, "gather", skip_empty_slots=skip_empty_slots),
+                            _reference(config_name))
+
+
+@pytest.mark.parametrize("config_name", ["switch_drops", "top2_tight"])
+def test_gather_path_matches_einsum_path_with_padding_and_in_eval(config_name):
+  _assert_same_as_reference(_run(config_name, "gather", padding=True),
+                            _reference(config_name, padding=True))
+  _assert_same_as_reference(_run(config_name, "gather", train=False),
+                            _reference(config_name, train=False))
+
+
+@pytest.mark.parametrize("layout_name", [name for name in LAYOUTS if name != "single"])
+@pytest.mark.parametrize("config_name", ["switch_drops", "ntlb", "top2_all"])
+def test_gather_path_on_every_layout_matches_single_device_einsum(config_name, layout_name):
+  _assert_same_as_reference(_run(config_name, "gather", layout_name), _reference(config_name))
+
+
+def test_the_reference_configurations_drop_tokens_where_they_claim():
+  dropped = {name: float(_reference(name).outputs["dropped"]) for name in CONFIGS}
+  assert dropped["switch_no_drop"] == 0.0
+  for name in ("switch_drops", "switch_tight", "top2_tight"):
+    assert dropped[name] > 0.05, (name, dropped[name])
+  assert dropped["ntlb"] < dropped["switch_drops"]
+
+
+def _graph_tensors(layer, dtype=tf.float32, variable_dtype=F32):
+  """Builds (never runs) the layer; returns [(dimension names, dtype)] of every tensor."""
+  with tf.Graph().as_default():
+    mesh = mtf.Mesh(mtf.Graph(), "mesh")
+    out = layer.apply(mtf.zeros(mesh, _dims(), dtype=dtype), train=True,
+                      variable_dtype=variable_dtype)
+    loss = mtf.reduce_sum(mtf.cast(out.outputs, tf.float32))
+    mtf.gradients([loss], [v.outputs[0] for v in mesh.graph.trainable_variables])
+    return [(tuple(t.shape.dimension_names), t.dtype)
+            for op in mesh.graph.operations for t in op.outputs]
+
+
+def _is_gtec(names):
+  return "tokens_per_group" in names and "expert_capacity" in names
+
+
+def test_gather_path_builds_no_groups_tokens_experts_capacity_tensor():
+  gather = layers.SwitchFFN(**dict(_COMMON, dispatch_path="gather"))
+  assert not [t for t in _graph_tensors(gather) if _is_gtec(t[0])]
+  einsum = layers.SwitchFFN(**dict(_COMMON, dispatch_path="einsum"))
+  assert [t for t in _graph_tensors(einsum) if _is_gtec(t[0])]
+
+
+@pytest.mark.parametrize("path", ["einsum", "gather"])
+def test_no_float32_groups_tokens_experts_capacity_tensor_under_bfloat16(path):
+  for cls in (layers.SwitchFFN, layers.MoEFFN):
+    layer = cls(**dict(_COMMON, dispatch_path=path))
+    big = [t for t in _graph_tensors(layer, tf.bfloat16, BF16) if _is_gtec(t[0])]
+    assert all(dtype == tf.bfloat16 for _, dtype in big), big
+
+
+def test_bfloat16_gather_path_routes_like_einsum_path():
+  rng = np.random.RandomState(8)
+  x = rng.randn(2, 8, 4).astype(np.float32)
+  weights = {"router/kernel": rng.randn(4, 4).astype(np.float32)}
+  runs = {}
+  for path in ("einsum", "gather"):
+    layer = layers.SwitchFFN(num_experts=4, hidden_size=8, group_size=16,
+                             router_policy_train="argmax", summaries=False, dispatch_path=path)
+
+    def build(mesh, inputs, layer=layer):
+      del mesh
+      out = layer.apply(mtf.cast(inputs["x"], tf.bfloat16), train=True, variable_dtype=BF16)
+      return {"y": mtf.cast(out.outputs, tf.float32),
+              "load": out.routing.statistics.expert_fraction}
+
+    runs[path] = run_on_mesh(build, {"x": (x, _dims(2, 8, 4))}, weights=weights)
+  np.testing.assert_array_equal(runs["gather"].outputs["load"], runs["einsum"].outputs["load"])
+  np.testing.assert_allclose(runs["gather"].outputs["y"], runs["einsum"].outputs["y"],
+                             rtol=0.02, atol=0.02)
+
+
+def test_auto_is_gather_on_cpu_and_einsum_inside_a_tpu_computation():
+  assert dispatch.resolve_path("auto") == "gather"
+  with tpu_function.tpu_shard_context(8):
+    assert dispatch.resolve_path("auto") == "einsum"
+  assert dispatch.resolve_path("einsum") == "einsum"
+  assert dispatch.resolve_path("gather") == "gather"
+
+
+@pytest.mark.parametrize("cls", [layers.SwitchFFN, layers.MoEFFN])
+def test_bad_dispatch_path_raises_naming_the_value(cls):
+  with pytest.raises(ValueError, match="dispatch_path='scatter'"):
+    cls(dispatch_path="scatter")
+  with pytest.raises(ValueError, match="dispatch_path='scatter'"):
+    dispatch.resolve_path("scatter")
+
+
+def test_dispatch_path_is_a_gin_parameter():
+  import gin
+  import mtf_switch  # noqa: F401
+  with gin.unlock_config():
+    gin.parse_config('mtf_switch.SwitchFFN.dispatch_path = "einsum"')
+  try:
+    assert layers.SwitchFFN().dispatch_path == "einsum"
+  finally:
+    gin.clear_config()
+
+
+def test_benchmark_tool_runs_at_a_toy_size(capsys):
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).resolve().parents[1] / "tools" / "bench_dispatch.py"
+  spec = importlib.util.spec_from_file_location("bench_dispatch", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  assert bench.main(["--tokens", "256", "--length", "64", "--d_model", "8", "--d_ff", "16",
+                     "--configs", "4:1.25:64", "--rounds", "1"]) == 0
+  out = capsys.readouterr().out
+  assert "JSON_SUMMARY" in out
+  for variant in bench.VARIANTS:
+    assert f"| {variant} |" in out
