@@ -65,6 +65,12 @@ class SparseFFNOutput:
   expert_capacity: int
 
 
+def _has_mesh_dim(layout, mesh_shape, dim: mtf.Dimension) -> bool:
+  """Whether the layout puts ``dim`` on a mesh dimension (of any size, 1 included)."""
+  rules = mtf.convert_to_layout_rules(layout)
+  return rules.tensor_dimension_to_mesh_axis(dim, mtf.convert_to_shape(mesh_shape)) is not None
+
+
 def _check_rate(name: str, value: float) -> None:
   if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
     raise ValueError(f"{name} must be in [0, 1), got {value!r}")
@@ -241,7 +247,6 @@ class _RoutedExperts(transformer.TransformerLayer):
 
     self._check_layout(layout, mesh_shape)
     experts_dim = mtf.Dimension(EXPERTS_DIM_NAME, self.num_experts)
-    experts_split = mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, experts_dim)
 
     capacity_factor = self.capacity_factor_train if train else self.capacity_factor_eval
     slots = capacity_lib.expert_capacity(plan.tokens_per_group, self.num_experts,
@@ -256,7 +261,10 @@ class _RoutedExperts(transformer.TransformerLayer):
 
     route = self._route(grouped, token_mask, dispatch_lib.unsplit_dim(experts_dim),
                         capacity_dim, train, variable_dtype)
-    experts_are_split = experts_split > 1
+    # Any mesh dimension counts, even one of size 1 (cpu_data_parallel.gin's "batch:1" with
+    # "experts:batch"): it splits nothing, but Mesh-TF still forbids two tensor dimensions on
+    # it, and without the all-to-all re-split the experts and the groups would share it.
+    experts_are_split = _has_mesh_dim(layout, mesh_shape, experts_dim)
     path = dispatch_lib.resolve_path(self.dispatch_path)
     model_split = mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, model_dim)
     if path == "gather" and model_split > 1:

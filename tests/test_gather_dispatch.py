@@ -49,6 +49,7 @@ LAYOUTS = {
     "model": ("model:4", "expert_hidden:model"),
     "expert_data": ("batch:4", "batch:batch;experts:batch"),
     "expert_model_data": ("batch:4;model:2", "batch:batch;experts:batch;expert_hidden:model"),
+    "expert_data_one_device": ("batch:1", "batch:batch;experts:batch"),
 }
 
 

@@ -31,6 +31,8 @@ LAYOUTS = {
     "model": ("model:4", "expert_hidden:model"),
     "expert_data": ("batch:4", "batch:batch;experts:batch"),
     "expert_model_data": ("batch:4;model:2", "batch:batch;experts:batch;expert_hidden:model"),
+    # gin/mesh/cpu_data_parallel.gin: experts named on a batch dimension of one device.
+    "expert_data_one_device": ("batch:1", "batch:batch;experts:batch"),
 }
 
 _COMMON = dict(num_experts=EXPERTS, hidden_size=HIDDEN, group_size=GROUP_SIZE,
