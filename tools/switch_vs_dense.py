@@ -32,7 +32,7 @@ CPU_MESH = "mesh/cpu_data_parallel.gin"  # gin paths resolve against the project
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--task", default=DEFAULT_TASK, help="seqio task or mixture to train on")
-  parser.add_argument("--steps", type=int, default=300, help="training steps per model")
+  parser.add_argument("--steps", type=int, default=200, help="training steps per model")
   parser.add_argument("--checkpoint_every", type=int, default=100)
   parser.add_argument("--eval_batches", type=int, default=20,
                       help="validation batches for the perplexity evaluation")
