@@ -48,7 +48,6 @@ EVAL_SEED = 20210111  # fixed, so every model and checkpoint sees the same valid
 # absl repeats every INFO line in its own format; matching only TF's own prefix reads each once.
 SAVE_LINE = re.compile(r"^INFO:tensorflow:Saving checkpoints for (\d+) into")
 LOSS_LINE = re.compile(r"tf_loss\[([0-9.eE+-]+)\]\[(\d+)\]")  # printed by the CLI every step
-SPEED_LINE = re.compile(r"^INFO:tensorflow:global_step/sec: ([0-9.]+)")
 EVAL_LINE = re.compile(r"^INFO:tensorflow:Saving dict for global step (\d+): (.*)")
 
 
@@ -61,12 +60,15 @@ class Variant:
     gin_files: model gin files (the CPU mesh is added), relative to the project gin/ dir.
     gin_params: bindings that make this variant what it is.
     description: one line for the markdown ("8 experts, cf 1.25").
+    data_seed: this variant's training data seed (repeats of one model with other seeds);
+      None: the run's --data_seed, the same for every model.
   """
 
   name: str
   gin_files: tuple
   gin_params: tuple = ()
   description: str = ""
+  data_seed: Optional[int] = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,6 +218,7 @@ class _TrainProgress:
     self.seconds = _read_json(times_path)
     self.offset = self.seconds.get(start_step, max(self.seconds.values(), default=0.0))
     self.clock_start = None
+    self.first_step = start_step
     self.step = start_step
     self.loss = float("nan")
     self.speed = float("nan")
@@ -226,14 +229,18 @@ class _TrainProgress:
       now = time.time()
       if self.clock_start is None:
         self.clock_start = now
+        self.first_step = step
       self.seconds[step] = round(self.offset + now - self.clock_start, 2)
       _write_json(self.times_path, self.seconds)
+      if step > self.first_step and self.seconds[step] > self.seconds[self.first_step]:
+        # Averaged since this process started training: the log's own global_step/sec is a
+        # one-step figure that jumps with every checkpoint save.
+        self.speed = (step - self.first_step) / (
+            self.seconds[step] - self.seconds[self.first_step])
       self.step = step
       self._print(f"checkpoint {step}/{self.total_steps}")
     elif loss := LOSS_LINE.search(line):
       self.loss = float(loss.group(1))
-    elif speed := SPEED_LINE.search(line):
-      self.speed = float(speed.group(1))
 
   def _print(self, what: str) -> None:
     left = (self.total_steps - self.step) / self.speed if self.speed > 0 else float("nan")
@@ -252,13 +259,14 @@ def train(variant: Variant, settings: dict, output_dir: str) -> None:
   print(f"{variant.name}: training {done} -> {settings['steps']} steps ({variant.description})",
         flush=True)
   every = settings["checkpoint_every"]
+  data_seed = settings["data_seed"] if variant.data_seed is None else variant.data_seed
   params = _base_params(settings) + list(variant.gin_params) + [
       'utils.run.mode = "train"', f"utils.run.train_steps = {settings['steps']}",
       f"utils.run.save_checkpoints_steps = {every}",
       # TPUEstimator on CPU saves only between loops: one loop per checkpoint interval.
       f"utils.run.iterations_per_loop = {every}",
       "utils.run.keep_checkpoint_max = None",
-      f"mesh_train_dataset_fn.seed = {settings['data_seed']}",
+      f"mesh_train_dataset_fn.seed = {data_seed}",
       # A resumed run skips the batches it has seen instead of replaying the seeded stream.
       "utils.run.skip_seen_data = True"]
   progress = _TrainProgress(variant.name, settings["steps"],
@@ -308,17 +316,27 @@ def train_seconds(variant: Variant, output_dir: str) -> dict:
   return _read_json(os.path.join(output_dir, variant.name, "train_seconds.json"))
 
 
-def run_variants(variants: Sequence[Variant], settings: dict, output_dir: str) -> dict:
+def run_variants(variants: Sequence[Variant], settings: dict, output_dir: str,
+                 failures: Optional[dict] = None) -> dict:
   """Trains then evaluates each variant in turn; returns {name: [curve rows]}.
 
-  A curve row: {"step", "train_seconds", "neg_log_perplexity"} for every checkpoint.
+  A curve row: {"step", "train_seconds", "neg_log_perplexity"} for every checkpoint. With a
+  ``failures`` dict, a variant whose CLI run fails is recorded there ({name: reason}) and the
+  others still run; without it, the first failure ends the run.
   """
   curves = {}
   for i, variant in enumerate(variants, 1):
     started = time.time()
     print(f"== [{i}/{len(variants)}] {variant.name}", flush=True)
-    train(variant, settings, output_dir)
-    quality = evaluate(variant, settings, output_dir)
+    try:
+      train(variant, settings, output_dir)
+      quality = evaluate(variant, settings, output_dir)
+    except SystemExit as error:
+      if failures is None:
+        raise
+      failures[variant.name] = str(error)
+      print(f"== {variant.name} FAILED: {error}", flush=True)
+      continue
     seconds = train_seconds(variant, output_dir)
     curves[variant.name] = [
         {"step": s, "train_seconds": seconds.get(s), "neg_log_perplexity": q}
