@@ -62,6 +62,9 @@ def test_expert_scaling_runs_and_resumes(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "training" not in out and "evaluating" not in out
   assert _csv(results / "curves.csv") == rows
+  # --report_only writes the same results from what is on disk.
+  assert repro_expert_scaling.main(argv + ["--report_only"]) == 0
+  assert _csv(results / "curves.csv") == rows
 
 
 def test_changed_training_settings_refuse_to_resume(tmp_path):

@@ -99,6 +99,9 @@ def add_common_flags(parser: argparse.ArgumentParser, script: str, steps: int,
                       help="extra gin binding for every model (e.g. to shrink them for a test)")
   parser.add_argument("--only", action="append", default=[],
                       help="run only these variants (by name); repeatable")
+  parser.add_argument("--report_only", action="store_true",
+                      help="train and evaluate nothing: write the results of the models "
+                           "already trained and evaluated (e.g. after a run was stopped)")
 
 
 def resolve_task(flags) -> str:
@@ -316,8 +319,19 @@ def train_seconds(variant: Variant, output_dir: str) -> dict:
   return _read_json(os.path.join(output_dir, variant.name, "train_seconds.json"))
 
 
+def _finished(variant: Variant, settings: dict, output_dir: str) -> Optional[dict]:
+  """The evaluations of a variant trained to the end and fully evaluated, else None."""
+  model_dir = os.path.join(output_dir, variant.name)
+  steps = checkpoint_steps(model_dir)
+  path = os.path.join(model_dir, f"eval_{settings['eval_batches']}x{settings['batch_size']}.json")
+  quality = _read_json(path)
+  if not steps or steps[-1] < settings["steps"] or any(s not in quality for s in steps):
+    return None
+  return quality
+
+
 def run_variants(variants: Sequence[Variant], settings: dict, output_dir: str,
-                 failures: Optional[dict] = None) -> dict:
+                 failures: Optional[dict] = None, report_only: bool = False) -> dict:
   """Trains then evaluates each variant in turn; returns {name: [curve rows]}.
 
   A curve row: {"step", "train_seconds", "neg_log_perplexity"} for every checkpoint. With a
@@ -328,9 +342,17 @@ def run_variants(variants: Sequence[Variant], settings: dict, output_dir: str,
   for i, variant in enumerate(variants, 1):
     started = time.time()
     print(f"== [{i}/{len(variants)}] {variant.name}", flush=True)
+    if report_only:
+      quality = _finished(variant, settings, output_dir)
+      if quality is None:
+        if failures is not None:
+          failures[variant.name] = "not run to the end (run stopped; --report_only)"
+        print(f"== {variant.name}: not finished, left out", flush=True)
+        continue
     try:
-      train(variant, settings, output_dir)
-      quality = evaluate(variant, settings, output_dir)
+      if not report_only:
+        train(variant, settings, output_dir)
+        quality = evaluate(variant, settings, output_dir)
     except SystemExit as error:
       if failures is None:
         raise

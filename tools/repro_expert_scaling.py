@@ -117,7 +117,10 @@ def main(argv=None) -> int:
   settings = common.settings_of(flags, SCRIPT)
   common.check_settings(flags.output_dir, settings)
   chosen = [v for v in variants(flags.experts) if not flags.only or v.name in flags.only]
-  curves = common.run_variants(chosen, settings, flags.output_dir)
+  failures = {}
+  curves = common.run_variants(chosen, settings, flags.output_dir, failures, flags.report_only)
+  for name, reason in failures.items():
+    print(f"{name}: {reason}", flush=True)
   if "dense" not in curves:
     print("no dense model in this invocation: nothing to compare against", flush=True)
     return 0

@@ -178,7 +178,8 @@ def main(argv=None) -> int:
   common.check_settings(flags.output_dir, settings)
   chosen = [v for v in variants_for(flags.table) if not flags.only or v.name in flags.only]
   failures = {}
-  curves = common.run_variants(chosen, settings, flags.output_dir, failures)
+  curves = common.run_variants(chosen, settings, flags.output_dir, failures,
+                               flags.report_only)
   print(write_results(curves, settings, flags, started, failures))
   return 1 if failures else 0
 

@@ -44,7 +44,14 @@ PAPER_ROWS = {
 }
 
 
+# Run order: the rows that carry the paper's main comparison first, so a run stopped early
+# still answers it (the table itself follows the paper's row order).
+RUN_ORDER = ("dense", "switch_cf1.0", "moe_cf2.0", "switch_cf1.25", "moe_cf1.25",
+             "switch_cf2.0", "moe_cf1.0", "switch_plus_cf1.0")
+
+
 def variants(switch_plus_hidden: int) -> list:
+  """The eight models, in RUN_ORDER."""
   rows = [common.Variant("dense", (DENSE_GIN,), (), "t5_tiny")]
   for cf in CAPACITY_FACTORS:
     rows.append(common.Variant(f"moe_cf{cf}", (MOE_GIN,),
@@ -58,12 +65,13 @@ def variants(switch_plus_hidden: int) -> list:
       ("mtf_switch.SwitchFFN.capacity_factor_train = 1.0",
        f"mtf_switch.SwitchFFN.hidden_size = {switch_plus_hidden}"),
       f"Switch+, 8 experts of d_ff {switch_plus_hidden}, train capacity factor 1.0"))
-  return rows
+  return sorted(rows, key=lambda v: RUN_ORDER.index(v.name))
 
 
 def table_rows(curves: dict, settings: dict, output_dir: str, threshold: float) -> list:
   rows = []
-  for name, curve in curves.items():
+  for name in [n for n in PAPER_ROWS if n in curves]:
+    curve = curves[name]
     reached = common.first_step_reaching(curve, threshold)
     dropped = (common.scalar_mean(os.path.join(output_dir, name), DROPPED_TAG)
                if name != "dense" else None)
@@ -134,7 +142,8 @@ def main(argv=None) -> int:
   chosen = [v for v in variants(flags.switch_plus_hidden)
             if not flags.only or v.name in flags.only]
   failures = {}
-  curves = common.run_variants(chosen, settings, flags.output_dir, failures)
+  curves = common.run_variants(chosen, settings, flags.output_dir, failures,
+                               flags.report_only)
   if "dense" not in curves and flags.threshold is None:
     print("no dense model in this invocation and no --threshold: no table", flush=True)
     return 1 if failures else 0
