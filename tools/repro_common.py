@@ -490,16 +490,20 @@ def machine_description() -> str:
   return f"{os.cpu_count()} x {cpu}{memory}{load} (at the end of the run)"
 
 
-def run_description(settings: dict, command: str, wall_seconds: float, sizes: str) -> str:
+def run_description(settings: dict, command: str, wall_seconds: float, sizes: str,
+                    curves: Optional[dict] = None) -> str:
   """The 'what was run' section every results markdown carries."""
   tokens = settings["steps"] * settings["batch_size"]
+  trained = sum((c[-1]["train_seconds"] or 0.0) for c in (curves or {}).values() if c)
   return "\n".join([
       "## What ran",
       "",
       f"* command: `{command}`",
       f"* finished {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; this "
       f"invocation took {wall_seconds / 60:.1f} min (models already trained or evaluated by an "
-      f"earlier invocation are not counted)",
+      f"earlier invocation are not counted); training seconds summed over the "
+      f"{len(curves or {})} models reported: {trained / 60:.1f} min (start-up and evaluation "
+      f"excluded)",
       f"* machine: {machine_description()}",
       f"* task: `{settings['task']}` (training split; evaluation on its validation split, every "
       f"20th line of the text)",

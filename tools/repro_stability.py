@@ -157,7 +157,8 @@ def write_results(curves, settings, flags, started, failures) -> str:
       appendix_c(curves) if "c" in flags.table else "",
       "Per-model final figures: `final.csv`; curves: `curves.csv`.",
       "".join(f"* {name} failed: {reason}\n" for name, reason in failures.items()),
-      common.run_description(settings, common.command_line(), time.time() - started, sizes),
+      common.run_description(settings, common.command_line(), time.time() - started, sizes,
+                             curves),
   ])
   text = "\n\n".join(part for part in text.split("\n\n") if part)
   with open(os.path.join(results_dir, "README.md"), "w") as f:

@@ -119,7 +119,8 @@ def write_results(curves, settings, flags, started, failures) -> str:
       "(written every 100 steps). Paper columns: Table 1 of arXiv 2101.03961 (128 experts, "
       "Base size, 32 TPUv3 cores); the paper's T5-Large row has no counterpart here.",
       "".join(f"* {name} failed: {reason}\n" for name, reason in failures.items()),
-      common.run_description(settings, common.command_line(), time.time() - started, sizes),
+      common.run_description(settings, common.command_line(), time.time() - started, sizes,
+                             curves),
   ])
   with open(os.path.join(results_dir, "README.md"), "w") as f:
     f.write(text + "\n")
