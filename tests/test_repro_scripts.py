@@ -60,7 +60,7 @@ def test_expert_scaling_runs_and_resumes(tmp_path, capsys):
   capsys.readouterr()
   assert repro_expert_scaling.main(argv) == 0
   out = capsys.readouterr().out
-  assert "training" not in out and "evaluating" not in out
+  assert ": training " not in out and ": evaluating " not in out
   assert _csv(results / "curves.csv") == rows
   # --report_only writes the same results from what is on disk.
   assert repro_expert_scaling.main(argv + ["--report_only"]) == 0

@@ -522,6 +522,7 @@ def run_description(settings: dict, command: str, wall_seconds: float, sizes: st
   ])
 
 
-def command_line() -> str:
-  args = [os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]
-  return "python " + " ".join(args)
+def command_line(script_path: str, argv: Optional[Sequence[str]]) -> str:
+  """The command that reproduces this run (argv: the script's arguments; None = sys.argv)."""
+  args = sys.argv[1:] if argv is None else list(argv)
+  return " ".join(["python", os.path.relpath(script_path, REPO), *args])

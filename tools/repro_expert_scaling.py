@@ -112,7 +112,7 @@ def write_results(curves: dict, settings: dict, results_dir: str, started: float
       "".join(f"* {name}: {reason}\n" for name, reason in failures.items()),
       SIZE_CHOICE if all(settings[k] == v for k, v in DEFAULT_SIZES.items()) else "",
       f"Paper: {PAPER_CLAIM}",
-      common.run_description(settings, common.command_line(), time.time() - started, sizes,
+      common.run_description(settings, settings["command"], time.time() - started, sizes,
                              curves),
   ])
   text = "\n\n".join(part for part in text.split("\n\n") if part)
@@ -129,6 +129,7 @@ def main(argv=None) -> int:
   flags = parser.parse_args(argv)
   started = time.time()
   settings = common.settings_of(flags, SCRIPT)
+  settings["command"] = common.command_line(__file__, argv)
   common.check_settings(flags.output_dir, settings)
   chosen = [v for v in variants(flags.experts) if not flags.only or v.name in flags.only]
   failures = {}

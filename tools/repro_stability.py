@@ -157,7 +157,7 @@ def write_results(curves, settings, flags, started, failures) -> str:
       appendix_c(curves) if "c" in flags.table else "",
       "Per-model final figures: `final.csv`; curves: `curves.csv`.",
       "".join(f"* {name} failed: {reason}\n" for name, reason in failures.items()),
-      common.run_description(settings, common.command_line(), time.time() - started, sizes,
+      common.run_description(settings, settings["command"], time.time() - started, sizes,
                              curves),
   ])
   text = "\n\n".join(part for part in text.split("\n\n") if part)
@@ -176,6 +176,7 @@ def main(argv=None) -> int:
   flags.table = flags.table or ["2", "3", "c"]
   started = time.time()
   settings = common.settings_of(flags, SCRIPT)
+  settings["command"] = common.command_line(__file__, argv)
   common.check_settings(flags.output_dir, settings)
   chosen = [v for v in variants_for(flags.table) if not flags.only or v.name in flags.only]
   failures = {}

@@ -119,7 +119,7 @@ def write_results(curves, settings, flags, started, failures) -> str:
       "(written every 100 steps). Paper columns: Table 1 of arXiv 2101.03961 (128 experts, "
       "Base size, 32 TPUv3 cores); the paper's T5-Large row has no counterpart here.",
       "".join(f"* {name} failed: {reason}\n" for name, reason in failures.items()),
-      common.run_description(settings, common.command_line(), time.time() - started, sizes,
+      common.run_description(settings, settings["command"], time.time() - started, sizes,
                              curves),
   ])
   with open(os.path.join(results_dir, "README.md"), "w") as f:
@@ -138,6 +138,7 @@ def main(argv=None) -> int:
   flags = parser.parse_args(argv)
   started = time.time()
   settings = common.settings_of(flags, SCRIPT)
+  settings["command"] = common.command_line(__file__, argv)
   settings["switch_plus_hidden"] = flags.switch_plus_hidden
   common.check_settings(flags.output_dir, settings)
   chosen = [v for v in variants(flags.switch_plus_hidden)
