@@ -37,8 +37,7 @@ import gin
 from mtf_switch import capacity as capacity_lib
 from mtf_switch import dispatch as dispatch_lib
 from mtf_switch import experts as experts_lib
-from mtf_switch import packed_experts
-from mtf_switch import routing
+from mtf_switch import packed_experts, routing
 from mtf_switch import summaries as summaries_lib
 
 EXPERTS_DIM_NAME = "experts"

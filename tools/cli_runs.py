@@ -6,6 +6,7 @@ from what t5 writes: checkpoint files and TensorBoard event files. Nothing here 
 metric of its own.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -94,9 +95,9 @@ def read_scalars(directory: str) -> Dict[str, Dict[int, float]]:
 
   A later event for the same tag and step (a rerun) replaces an earlier one.
   """
-  from mtf_switch import compat  # noqa: F401  (TensorFlow's import goes through the repair)
-
   import tensorflow.compat.v1 as tf
+
+  from mtf_switch import compat  # noqa: F401  (TensorFlow's import goes through the repair)
 
   scalars: Dict[str, Dict[int, float]] = {}
   if not os.path.isdir(directory):
@@ -152,3 +153,14 @@ def perplexity_eval(model_dir: str, gin_files: Sequence[str], gin_params: Sequen
   if not results:
     raise SystemExit(f"{label}: no neg_log_perplexity for step {step} under {model_dir}")
   return results
+
+
+def write_results(results_dir: str, name: str, markdown: str, record: dict) -> None:
+  """Writes ``{name}.md`` and ``{name}.json`` to results_dir and prints both (table, JSON line)."""
+  os.makedirs(results_dir, exist_ok=True)
+  with open(os.path.join(results_dir, f"{name}.md"), "w", encoding="utf-8") as f:
+    f.write(markdown)
+  with open(os.path.join(results_dir, f"{name}.json"), "w", encoding="utf-8") as f:
+    json.dump(record, f, indent=1)
+  print(markdown)
+  print(json.dumps(record))

@@ -17,7 +17,6 @@ Writes ``distill.md`` and ``distill.json`` to ``--results_dir``; reruns resume.
 """
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -130,13 +129,7 @@ def main(argv=None) -> int:
             "distill_steps": flags.distill_steps, "fraction_soft": flags.fraction_soft,
             "temperature": flags.temperature, "neg_log_perplexity": quality,
             "gain_kept": kept}
-  os.makedirs(flags.results_dir, exist_ok=True)
-  with open(os.path.join(flags.results_dir, "distill.md"), "w", encoding="utf-8") as f:
-    f.write(text)
-  with open(os.path.join(flags.results_dir, "distill.json"), "w", encoding="utf-8") as f:
-    json.dump(record, f, indent=1)
-  print(text)
-  print(json.dumps(record))
+  cli_runs.write_results(flags.results_dir, "distill", text, record)
   return 0
 
 

@@ -20,7 +20,6 @@ finished training is not repeated (delete ``--output_dir`` to start over).
 
 import argparse
 import collections
-import json
 import os
 import platform
 import shlex
@@ -102,6 +101,7 @@ def dev_metrics(model_dir: str, task: str) -> Dict[int, float]:
 def majority_baseline(task: str, split: str = "validation") -> Dict[str, object]:
   """Accuracy (in %) of always predicting the split's most common target."""
   import seqio
+
   import tasks  # noqa: F401  (registers the project's tasks)
 
   dataset = seqio.get_mixture_or_task(task).get_dataset(
@@ -158,16 +158,10 @@ def main(argv=None) -> int:
     rows.append({"model": name, "gin": MODELS[name], "dev": metrics, **best_and_last(metrics)})
   baseline = majority_baseline(flags.finetune_task)
   text = markdown(rows, baseline, flags)
-  os.makedirs(flags.results_dir, exist_ok=True)
-  with open(os.path.join(flags.results_dir, "finetune_sst2.md"), "w", encoding="utf-8") as f:
-    f.write(text)
   record = {"finetune_task": flags.finetune_task, "pretrain_task": flags.pretrain_task,
             "pretrain_steps": flags.pretrain_steps, "finetune_steps": flags.finetune_steps,
             "majority_baseline": baseline, "models": rows}
-  with open(os.path.join(flags.results_dir, "finetune_sst2.json"), "w", encoding="utf-8") as f:
-    json.dump(record, f, indent=1)
-  print(text)
-  print(json.dumps(record))
+  cli_runs.write_results(flags.results_dir, "finetune_sst2", text, record)
   return 0
 
 

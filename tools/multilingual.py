@@ -16,7 +16,6 @@ Writes ``multilingual.md``, ``multilingual.json``, ``multilingual.csv`` and
 
 import argparse
 import csv
-import json
 import os
 import platform
 import re
@@ -119,14 +118,9 @@ def main(argv=None) -> int:
             "", "![per-language gain](multilingual.png)", "",
             "Command: `python tools/multilingual.py " + shlex.join(sys.argv[1:]) + "`", ""]
   text = "\n".join(lines)
-  with open(os.path.join(flags.results_dir, "multilingual.md"), "w", encoding="utf-8") as f:
-    f.write(text)
   record = {"mixture": flags.mixture, "steps": flags.steps, "languages": rows,
             "switch_better": better}
-  with open(os.path.join(flags.results_dir, "multilingual.json"), "w", encoding="utf-8") as f:
-    json.dump(record, f, indent=1)
-  print(text)
-  print(json.dumps(record))
+  cli_runs.write_results(flags.results_dir, "multilingual", text, record)
   return 0
 
 
