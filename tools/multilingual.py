@@ -65,13 +65,13 @@ def plot(rows, path: str, title: str) -> None:
   import matplotlib.pyplot as plt
 
   rows = sorted(rows, key=lambda r: r["gain"])
-  fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(rows) + 2), 3.5))
+  fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows) + 2), 3.5))
   ax.bar([r["language"] for r in rows], [r["gain"] for r in rows],
          color=["tab:green" if r["gain"] > 0 else "tab:red" for r in rows])
   ax.axhline(0.0, color="black", linewidth=0.8)
   ax.set_ylabel("Switch - dense\n(neg log perplexity)")
   ax.set_xlabel("language")
-  ax.set_title(title)
+  ax.set_title(title, fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
