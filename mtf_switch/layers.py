@@ -118,6 +118,7 @@ class _RoutedExperts(transformer.TransformerLayer):
                router_input_dropout_rate: float = 0.1,
                sample_temperature: float = 1.0,
                init_scale: float = 0.1,
+               router_dtype: str = "float32",
                summaries: bool = True,
                dispatch_path: str = "auto",
                skip_empty_slots: bool = True):
@@ -139,6 +140,9 @@ class _RoutedExperts(transformer.TransformerLayer):
       sample_temperature: temperature of the sample policy.
       init_scale: s of the truncated-normal init sigma = sqrt(s / fan_in) for the router and
         expert weights (paper: 0.1).
+      router_dtype: "float32" (selective precision: the router computes in float32 whatever
+        the activation dtype, the paper's choice) or "bfloat16" (Table 2's "bfloat16
+        everywhere" row, which the paper found unstable).
       summaries: write per-layer TensorBoard scalars while training.
       dispatch_path: "auto", "einsum" or "gather" (see the module docstring).
       skip_empty_slots: on the gather path, outside TPU computations, run the expert FFN on
@@ -171,7 +175,8 @@ class _RoutedExperts(transformer.TransformerLayer):
         jitter_eps=jitter_eps,
         input_dropout_rate=router_input_dropout_rate,
         sample_temperature=sample_temperature,
-        init_scale=init_scale)
+        init_scale=init_scale,
+        dtype=router_dtype)
 
   def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype,
                           filled_slots=None):

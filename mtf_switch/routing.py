@@ -20,6 +20,12 @@ softmax, top-1, cumulative positions and losses all stay float32 whatever the ac
 Only the two [g, t, e, c] tensors are built in the activation dtype, from small float32
 factors, so no float32 copy of the big tensors exists under bfloat16.
 
+``RouterConfig.dtype = "bfloat16"`` turns selective precision off, for Table 2's "bfloat16
+everywhere" row: the router input, W_r x and the softmax are then computed in bfloat16, and
+only the bfloat16 probabilities are widened for the bookkeeping that follows. Token counting
+(slot positions) stays exact in float32 either way: bfloat16 cannot count past 256, which
+would misplace tokens in large groups, a different failure from the one the paper measures.
+
 Routers provided (names as the paper uses them):
   * ``route_top1``   the Switch router (eq. 1-2), with the App. C exploration policies and
                      optional No-Token-Left-Behind re-routing of overflow (App. B).
@@ -34,6 +40,7 @@ import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 
 POLICIES = ("argmax", "sample", "input_dropout", "input_jitter")
+ROUTER_DTYPES = ("float32", "bfloat16")
 SECOND_EXPERT_POLICIES = ("all", "none", "threshold", "random")
 
 
@@ -52,6 +59,8 @@ class RouterConfig:
     input_dropout_rate: dropout rate of the "input_dropout" policy.
     sample_temperature: temperature of the "sample" policy.
     init_scale: s in the truncated-normal init sigma = sqrt(s / fan_in) (paper: 0.1).
+    dtype: what the router computes W_r x and its softmax in: "float32" (selective
+      precision, the paper's choice) or "bfloat16" (Table 2's unstable baseline).
   """
 
   policy_train: str = "input_jitter"
@@ -60,6 +69,7 @@ class RouterConfig:
   input_dropout_rate: float = 0.1
   sample_temperature: float = 1.0
   init_scale: float = 0.1
+  dtype: str = "float32"
 
   def __post_init__(self):
     for name in ("policy_train", "policy_eval"):
@@ -75,6 +85,8 @@ class RouterConfig:
       raise ValueError(f"sample_temperature must be > 0, got {self.sample_temperature!r}")
     if not self.init_scale > 0.0:
       raise ValueError(f"router init_scale must be > 0, got {self.init_scale!r}")
+    if self.dtype not in ROUTER_DTYPES:
+      raise ValueError(f"unknown router_dtype={self.dtype!r}; expected one of {ROUTER_DTYPES}")
 
   def policy(self, train: bool) -> str:
     return self.policy_train if train else self.policy_eval
@@ -166,20 +178,20 @@ class RoutingResult:
 def router_logits(inputs: mtf.Tensor, experts_dim: mtf.Dimension, config: RouterConfig,
                   train: bool, variable_dtype: mtf.VariableDType,
                   name: str = "router") -> mtf.Tensor:
-  """The router's float32 logits W_r x, after the exploration perturbation of the input.
+  """The router's logits W_r x, after the exploration perturbation of the input.
 
   Args:
     inputs: [groups, tokens_per_group, d_model], any float dtype.
     experts_dim: the experts dimension of the output.
     config: the router's configuration.
     train: whether this is a training graph.
-    variable_dtype: storage dtypes of the router weight; the product runs in float32.
+    variable_dtype: storage dtypes of the router weight; the product runs in config.dtype.
     name: variable scope of the router weight (``<name>/kernel``, [d_model, experts]).
 
   Returns:
-    [groups, tokens_per_group, experts] float32 logits.
+    [groups, tokens_per_group, experts] logits in config.dtype (float32 by default).
   """
-  router_inputs = mtf.to_float(inputs)
+  router_inputs = mtf.cast(inputs, tf.as_dtype(config.dtype))
   policy = config.policy(train)
   if train and policy == "input_jitter":
     router_inputs = mtf.layers.multiplicative_jitter(router_inputs, config.jitter_eps)
@@ -191,6 +203,19 @@ def router_logits(inputs: mtf.Tensor, experts_dim: mtf.Dimension, config: Router
       use_bias=False, variable_dtype=variable_dtype,
       kernel_initializer=mtf.layers.VarianceScalingInitializer(scale=config.init_scale),
       name=name)
+
+
+def router_probabilities(inputs: mtf.Tensor, experts_dim: mtf.Dimension, config: RouterConfig,
+                         train: bool, variable_dtype: mtf.VariableDType,
+                         name: str = "router") -> Tuple[mtf.Tensor, mtf.Tensor]:
+  """(logits, softmax probabilities), each [groups, tokens_per_group, experts] float32.
+
+  Both are computed in config.dtype and only then widened, so under ``dtype="bfloat16"``
+  every value carries bfloat16's rounding while the bookkeeping downstream stays float32.
+  """
+  logits = router_logits(inputs, experts_dim, config, train, variable_dtype, name=name)
+  probs = mtf.softmax(logits, reduced_dim=experts_dim)
+  return mtf.to_float(logits), mtf.to_float(probs)
 
 
 def exclusive_cumsum(x: mtf.Tensor, dim: mtf.Dimension) -> mtf.Tensor:
@@ -335,8 +360,8 @@ def route_top1(inputs: mtf.Tensor, token_mask: mtf.Tensor, experts_dim: mtf.Dime
         f"{experts_dim.size - 1}]")
   tokens_dim = inputs.shape.dims[-2]
   dtype = inputs.dtype
-  logits = router_logits(inputs, experts_dim, config, train, variable_dtype, name=name)
-  router_probs = mtf.softmax(logits, reduced_dim=experts_dim)
+  logits, router_probs = router_probabilities(inputs, experts_dim, config, train,
+                                              variable_dtype, name=name)
   expert_index, gate = _top1_choice(logits, router_probs, experts_dim, config, train)
 
   first_choice = mtf.one_hot(expert_index, experts_dim, dtype=tf.float32) * token_mask
@@ -402,8 +427,8 @@ def route_top2(inputs: mtf.Tensor, token_mask: mtf.Tensor, experts_dim: mtf.Dime
     raise ValueError(f"top-2 routing needs at least 2 experts, got num_experts={experts_dim.size}")
   tokens_dim = inputs.shape.dims[-2]
   dtype = inputs.dtype
-  logits = router_logits(inputs, experts_dim, config, train, variable_dtype, name=name)
-  router_probs = mtf.softmax(logits, reduced_dim=experts_dim)
+  logits, router_probs = router_probabilities(inputs, experts_dim, config, train,
+                                              variable_dtype, name=name)
 
   gate_1, index_1 = mtf.top_1(router_probs, reduced_dim=experts_dim)
   mask_1 = mtf.one_hot(index_1, experts_dim, dtype=tf.float32) * token_mask

@@ -92,14 +92,14 @@ def test_stability_bfloat16_row(tmp_path):
   results = tmp_path / "results" / "stab"
   _outputs_exist(results, "final.csv")
   markdown = (results / "README.md").read_text()
-  assert "not run: router is always float32" in markdown
+  assert "| bfloat16 | not run |" in markdown  # only the float32-router row was asked for
   assert [r["model"] for r in _csv(results / "final.csv")] == ["bfloat16_f32_router"]
 
 
 def test_stability_variants_share_one_baseline():
   names = [v.name for v in repro_stability.variants_for(["2", "3", "c"])]
-  assert len(names) == len(set(names)) == 10
-  assert names[0] == "baseline"
+  assert len(names) == len(set(names)) == 11
+  assert names[:3] == ["baseline", "bfloat16_f32_router", "bfloat16_everywhere"]
   assert repro_stability.init_variant("0.1", 1) is repro_stability.policy_variant("input_jitter")
 
 

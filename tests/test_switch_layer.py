@@ -169,6 +169,64 @@ def test_bfloat16_layer_routes_like_float32_and_stays_close():
   np.testing.assert_allclose(bf16.outputs["y"], f32.outputs["y"], rtol=0.05, atol=0.05)
 
 
+def _bfloat16_round(values):
+  """values rounded to the nearest bfloat16 (round to nearest even), as float32."""
+  bits = np.asarray(values, np.float32).view(np.uint32).astype(np.uint64)
+  bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+  return bits.astype(np.uint32).view(np.float32)
+
+
+def test_bfloat16_router_option_computes_logits_and_softmax_in_bfloat16():
+  """Table 2's "bfloat16 everywhere": with router_dtype="bfloat16" the logits and the
+  probabilities are bfloat16 values (widened to float32 afterwards); the float32 router's
+  are not."""
+  rng = np.random.RandomState(12)
+  x = rng.randn(1, 16, 8).astype(np.float32)
+  router = rng.randn(8, 4).astype(np.float32)
+  dims = [mtf.Dimension("batch", 1), mtf.Dimension("tokens", 16), mtf.Dimension("d_model", 8)]
+  experts = mtf.Dimension("experts", 4)
+  results = {}
+  for dtype in routing.ROUTER_DTYPES:
+    config = routing.RouterConfig(policy_train="argmax", dtype=dtype)
+
+    def build(mesh, inputs, config=config):
+      logits, probs = routing.router_probabilities(
+          mtf.cast(inputs["x"], tf.bfloat16), experts, config, True, BF16)
+      assert logits.dtype == probs.dtype == tf.float32
+      return {"logits": logits, "probs": probs}
+
+    results[dtype] = run_on_mesh(build, {"x": (x, dims)}, weights={"router/kernel": router})
+  # Under bfloat16 activations Mesh-TF reads every weight in the activation dtype, the
+  # router's too (as in moe.py): only the product and what follows are float32.
+  exact_logits = _bfloat16_round(x) @ _bfloat16_round(router)
+  exact = np.exp(exact_logits - exact_logits.max(-1, keepdims=True))
+  exact /= exact.sum(-1, keepdims=True)
+  f32, bf16 = results["float32"].outputs, results["bfloat16"].outputs
+  np.testing.assert_allclose(f32["probs"], exact, rtol=1e-5, atol=1e-6)
+  for name in ("logits", "probs"):
+    np.testing.assert_array_equal(bf16[name], _bfloat16_round(bf16[name]))
+    assert not np.array_equal(f32[name], _bfloat16_round(f32[name]))
+  # bfloat16 keeps 8 significant bits: errors of a few parts in a thousand, not more.
+  np.testing.assert_allclose(bf16["probs"], exact, rtol=0.05, atol=0.02)
+  assert np.abs(bf16["probs"] - exact).max() > 1e-4
+
+
+def test_bfloat16_router_graph_has_a_bfloat16_softmax_and_bad_dtypes_are_named():
+  layer = layers.SwitchFFN(num_experts=4, hidden_size=8, group_size=16,
+                           router_policy_train="argmax", router_dtype="bfloat16",
+                           summaries=False)
+  with tf.Graph().as_default():
+    mesh = mtf.Mesh(mtf.Graph(), "mesh")
+    out = layer.apply(mtf.zeros(mesh, _dims(2, 8, 4), dtype=tf.bfloat16), train=True,
+                      variable_dtype=BF16)
+    softmax_dtypes = {op.outputs[0].dtype for op in mesh.graph.operations
+                      if "softmax" in op.name.lower() and op.outputs}
+    assert tf.bfloat16 in softmax_dtypes
+    assert out.routing.load_balance_loss.dtype == tf.float32
+  with pytest.raises(ValueError, match="router_dtype='float16'"):
+    layers.SwitchFFN(num_experts=4, router_dtype="float16")
+
+
 def test_gradients_reach_the_router_through_the_gate():
   """With the balance loss off, the only path to the router is y = gate * E(x)."""
   layer = layers.SwitchFFN(num_experts=4, hidden_size=6, group_size=8, capacity_factor_train=2.0,
