@@ -517,8 +517,8 @@ def run_description(settings: dict, command: str, wall_seconds: float, sizes: st
       f"* sizes: {sizes}",
       f"* extra gin files: {settings['gin_file'] or 'none'}; extra gin bindings: "
       f"{settings['gin_param'] or 'none'}",
-      f"* model initialisation is not seeded (t5_mesh_transformer exposes no graph seed): each "
-      f"training run draws its own init",
+      "* model initialisation is not seeded (t5_mesh_transformer exposes no graph seed): each "
+      "training run draws its own init",
   ])
 
 

@@ -68,7 +68,7 @@ def ordering_verdict(curves: dict) -> str:
   """Does quality at the final step increase with the number of experts? Stated plainly."""
   order = ["dense"] + [n for n in curves if n != "dense"]
   finals = [(n, common.final_quality(curves[n])) for n in order]
-  inversions = [(a, b) for (a, qa), (b, qb) in zip(finals, finals[1:]) if qb <= qa]
+  inversions = [(a, b) for (a, qa), (b, qb) in zip(finals, finals[1:], strict=False) if qb <= qa]
   ranked = ", ".join(f"{n} {q:.4f}" for n, q in finals)
   if not inversions:
     return f"Ordering holds at the final step (more experts, better quality): {ranked}."
