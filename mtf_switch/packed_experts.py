@@ -22,7 +22,6 @@ from mtf_switch.dispatch import materialized
 from mtf_switch.experts import ACTIVATIONS, HIDDEN_DIM_NAME, check_activation
 
 
-
 def _gelu(x):
   """mtf.gelu's formula (the tanh approximation), so both paths compute the same values."""
   cdf = 0.5 * (1.0 + tf.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)))

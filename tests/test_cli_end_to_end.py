@@ -94,11 +94,7 @@ def _cli(workdir, model_dir, *gin_params, timeout=600, wait=True, gin_files=()):
   return text
 
 
-def _checkpoint_steps(model_dir):
-  if not os.path.isdir(model_dir):
-    return []
-  return sorted(int(m.group(1)) for f in os.listdir(model_dir)
-                if (m := re.fullmatch(r"model\.ckpt-(\d+)\.index", f)))
+_checkpoint_steps = cli_runs.checkpoint_steps
 
 
 def _scalars(model_dir, tag):

@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tools import the project's packages (tasks, mtf_switch) from the checkout they live in.
@@ -28,12 +28,15 @@ def checkpoint_steps(model_dir: str) -> List[int]:
 
 
 def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str], label: str,
-            module_imports: Iterable[str] = (), log_path: Optional[str] = None) -> str:
-  """Runs one ``switch_mesh_transformer`` command, echoing progress; returns its log.
+            module_imports: Iterable[str] = (), log_path: Optional[str] = None,
+            on_line: Optional[Callable[[str], None]] = None) -> str:
+  """Runs one ``switch_mesh_transformer`` command in a subprocess; returns its log.
 
-  Progress lines (checkpoints saved, evaluation steps, steps/s) are printed as they appear;
-  the whole log is kept in ``log_path`` (default ``{model_dir}/../{label}.log``) and, when
-  the command fails, its tail is printed before the SystemExit that names the run.
+  Each log line goes to ``on_line`` (default: echo progress - checkpoints saved, evaluation
+  results, steps/s) as it appears; the whole log is appended to ``log_path`` (default
+  ``{model_dir}/../{label}.log``). A failed command prints its tail, then raises a
+  SystemExit that names the run. Interrupting the caller (Ctrl-C) kills the subprocess, so
+  no orphan training process is left holding the CPU.
   """
   args = [sys.executable, "-m", "mtf_switch.cli", f"--model_dir={model_dir}"]
   args += [f"--module_import={m}" for m in module_imports]
@@ -44,20 +47,29 @@ def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str],
   os.makedirs(model_dir, exist_ok=True)
   log_path = log_path or os.path.join(os.path.dirname(os.path.abspath(model_dir)),
                                       f"{label}.log")
-  proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
   lines = []
   with open(log_path, "a", encoding="utf-8") as log_file:
-    for line in proc.stdout:
-      lines.append(line)
-      log_file.write(line)
-      _echo_progress(label, line, len(lines))
-  proc.wait()
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+      for line in proc.stdout:
+        lines.append(line)
+        log_file.write(line)
+        if on_line:
+          on_line(line)
+        else:
+          _echo_progress(label, line, len(lines))
+      proc.wait()
+    except BaseException:
+      proc.kill()
+      proc.wait()
+      raise
   log = "".join(lines)
   if proc.returncode:
     sys.stderr.write(log[-5000:])
-    raise SystemExit(f"{label}: switch_mesh_transformer exited with {proc.returncode} "
-                     f"(log: {log_path})")
+    raise SystemExit(f"{label}: switch_mesh_transformer ({model_dir}) exited with "
+                     f"{proc.returncode}; full log: {log_path}")
   return log
 
 

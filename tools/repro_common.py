@@ -32,12 +32,13 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from typing import Callable, Optional, Sequence
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import cli_runs  # a sibling module: the scripts put tools/ on sys.path
+
+REPO = cli_runs.REPO
 DEFAULT_TASK = "switch_pydocs_span_corruption"
 FALLBACK_TASK = "switch_default_corpus_span_corruption"  # embedded, needs no shared data
 CPU_MESH = "mesh/cpu_data_parallel.gin"  # gin paths resolve against the project gin/ dir
@@ -150,46 +151,13 @@ def _gin_files(variant: Variant, settings: dict) -> list:
 
 def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str], mode: str,
             on_line: Optional[Callable[[str], None]] = None) -> str:
-  """Runs the CLI in a subprocess, feeding each log line to on_line; returns the log.
-
-  The log is also kept in model_dir/logs/ so a failed or finished run can be read later.
-  """
-  args = [sys.executable, "-m", "mtf_switch.cli", f"--model_dir={model_dir}"]
-  args += [f"--gin_file={g}" for g in gin_files]
-  args += [f"--gin_param={p}" for p in gin_params]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-             PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
-  log_dir = os.path.join(model_dir, "logs")
-  os.makedirs(log_dir, exist_ok=True)
-  log_path = os.path.join(log_dir, f"{mode}_{time.strftime('%Y%m%d-%H%M%S')}.log")
-  lines = []
-  with open(log_path, "w") as log_file:
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-      for line in proc.stdout:
-        lines.append(line)
-        log_file.write(line)
-        if on_line:
-          on_line(line)
-      proc.wait()
-    except BaseException:
-      proc.kill()  # do not leave an orphan training process behind on Ctrl-C
-      proc.wait()
-      raise
-  log = "".join(lines)
-  if proc.returncode:
-    sys.stderr.write(log[-4000:])
-    raise SystemExit(f"switch_mesh_transformer ({mode}, {model_dir}) exited with "
-                     f"{proc.returncode}; full log: {log_path}")
-  return log
+  """cli_runs.run_cli with the log kept in model_dir/logs/, one file per run of each mode."""
+  log_path = os.path.join(model_dir, "logs", f"{mode}_{time.strftime('%Y%m%d-%H%M%S')}.log")
+  return cli_runs.run_cli(model_dir, gin_files, gin_params, mode,
+                          log_path=log_path, on_line=on_line or (lambda line: None))
 
 
-def checkpoint_steps(model_dir: str) -> list:
-  if not os.path.isdir(model_dir):
-    return []
-  return sorted(int(m.group(1)) for f in os.listdir(model_dir)
-                if (m := re.fullmatch(r"model\.ckpt-(\d+)\.index", f)))
+checkpoint_steps = cli_runs.checkpoint_steps
 
 
 def _read_json(path: str) -> dict:

@@ -2,7 +2,7 @@
 
 Every model is t5_tiny (gin/models/t5_tiny.gin) with, for the sparse ones, every other FFN an
 8-expert layer of the dense d_ff: Switch (top-1, gin/models/switch_tiny.gin), MoE (top-2,
-gin/repro/moe_top2_tiny.gin), and Switch+ (top-1 at capacity factor 1.0 with wider experts,
+gin/models/moe_tiny.gin), and Switch+ (top-1 at capacity factor 1.0 with wider experts,
 standing in for the paper's bigger Switch-Base+ that runs at MoE's speed). The table gives,
 for each: quality at the final step, the first step and training seconds at which eval quality
 reaches a threshold, training examples per second, and the fraction of tokens dropped
@@ -27,7 +27,7 @@ import repro_common as common  # noqa: E402  (a sibling module, not a package)
 SCRIPT = "repro_table1"
 DENSE_GIN = "models/t5_tiny.gin"
 SWITCH_GIN = "models/switch_tiny.gin"
-MOE_GIN = "repro/moe_top2_tiny.gin"
+MOE_GIN = "models/moe_tiny.gin"
 CAPACITY_FACTORS = (2.0, 1.25, 1.0)
 DROPPED_TAG = r"moe/.*/dropped_fraction"
 # The paper's Table 1 (Switch-Base / MoE-Base, 128 experts, C4): capacity factor, neg log

@@ -16,11 +16,12 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import cli_runs
+
+REPO = cli_runs.REPO
 DEFAULT_TASK = "switch_default_corpus_span_corruption"
 MODELS = {
     "switch": "models/switch_tiny.gin",
@@ -42,60 +43,22 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _run_cli(model_dir: str, gin_files, gin_params, label: str, total_steps: int) -> str:
-  """Runs the CLI, echoing progress (checkpoints and speed); returns the full log."""
-  args = [sys.executable, "-m", "mtf_switch.cli", f"--model_dir={model_dir}"]
-  args += [f"--gin_file={g}" for g in gin_files]
-  args += [f"--gin_param={p}" for p in gin_params]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-  proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-  lines = []
-  for line in proc.stdout:
-    lines.append(line)
-    saved = re.search(r"Saving checkpoints for (\d+) into", line)
-    speed = re.search(r"global_step/sec: ([0-9.]+)", line)
-    if saved:
-      print(f"  [{label}] checkpoint at step {saved.group(1)}/{total_steps}", flush=True)
-    elif speed and len(lines) % 20 == 0:
-      print(f"  [{label}] {float(speed.group(1)):.1f} steps/s", flush=True)
-  proc.wait()
-  log = "".join(lines)
-  if proc.returncode:
-    sys.stderr.write(log[-5000:])
-    raise SystemExit(f"{label}: switch_mesh_transformer exited with {proc.returncode}")
-  return log
-
-
-def _last_checkpoint(model_dir: str) -> int:
-  if not os.path.isdir(model_dir):
-    return 0
-  steps = [int(m.group(1)) for f in os.listdir(model_dir)
-           if (m := re.fullmatch(r"model\.ckpt-(\d+)\.index", f))]
-  return max(steps, default=0)
-
-
 def train_and_evaluate(name: str, gin_file: str, flags) -> dict:
   """Trains one model to flags.steps (resuming), evaluates it; returns its figures."""
   model_dir = os.path.join(flags.output_dir, name)
   common = [f'MIXTURE_NAME = "{flags.task}"', *flags.gin_param]
   gin_files = [gin_file, CPU_MESH]
   started = time.time()
-  if _last_checkpoint(model_dir) < flags.steps:
-    print(f"training {name} ({gin_file}) for {flags.steps} steps",
-          flush=True)
-    _run_cli(model_dir, gin_files,
-             common + ['utils.run.mode = "train"', f"utils.run.train_steps = {flags.steps}",
-                       f"utils.run.save_checkpoints_steps = {flags.checkpoint_every}"],
-             name, flags.steps)
+  cli_runs.train(model_dir, gin_files, common, flags.steps, flags.checkpoint_every,
+                 f"{name} ({gin_file})")
   train_seconds = time.time() - started
   print(f"evaluating {name} on the validation split", flush=True)
-  log = _run_cli(model_dir, gin_files,
-                 common + ['utils.run.mode = "perplexity_eval"',
-                           'utils.run.dataset_split = "validation"',
-                           f"utils.run.eval_checkpoint_step = {flags.steps}",
-                           f"utils.run.perplexity_eval_steps = {flags.eval_batches}"],
-                 name, flags.steps)
+  log = cli_runs.run_cli(model_dir, gin_files,
+                         common + ['utils.run.mode = "perplexity_eval"',
+                                   'utils.run.dataset_split = "validation"',
+                                   f"utils.run.eval_checkpoint_step = {flags.steps}",
+                                   f"utils.run.perplexity_eval_steps = {flags.eval_batches}"],
+                         f"eval-{name}")
   found = re.findall(r"neg_log_perplexity = (-?[0-9.]+)", log)
   if not found:
     raise SystemExit(f"{name}: no neg_log_perplexity in the evaluation log")
