@@ -20,8 +20,11 @@ def test_gain_kept_by_hand():
   assert distill.gain_kept(-1.7, -2.0, -1.0) == pytest.approx(0.3)
   assert distill.gain_kept(-2.0, -2.0, -1.0) == 0.0
   assert distill.gain_kept(-2.5, -2.0, -1.0) == pytest.approx(-0.5)
-  with pytest.raises(ValueError, match="same quality"):
+  # No gain (or a teacher worse than the baseline): the ratio would be meaningless.
+  with pytest.raises(ValueError, match=r"teacher \(-1.0000\) is not better .* \(-1.0000\)"):
     distill.gain_kept(-1.5, -1.0, -1.0)
+  with pytest.raises(ValueError, match=r"teacher \(-4.6030\) is not better .* \(-4.5981\)"):
+    distill.gain_kept(-4.3937, -4.5981, -4.6030)
 
 
 def test_best_checkpoint_is_the_earliest_of_the_best():

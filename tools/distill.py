@@ -48,9 +48,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def gain_kept(student: float, baseline: float, teacher: float) -> float:
-  """Fraction of the teacher's quality gain over the baseline that the student keeps."""
-  if teacher == baseline:
-    raise ValueError(f"teacher and baseline have the same quality ({teacher}): no gain to keep")
+  """Fraction of the teacher's quality gain over the baseline that the student keeps.
+
+  Defined only when the teacher is better than the baseline: with no gain (or a loss) the
+  ratio's sign and size say nothing about distillation, so it raises instead.
+  """
+  if teacher <= baseline:
+    raise ValueError(f"the teacher ({teacher:.4f}) is not better than the baseline "
+                     f"({baseline:.4f}): no gain to keep")
   return (student - baseline) / (teacher - baseline)
 
 
@@ -104,7 +109,11 @@ def main(argv=None) -> int:
       init_dir, [models["dense"], mesh], common, init_end, "init-baseline",
       flags.eval_batches, flags.module_import))
 
-  kept = gain_kept(quality["student"], quality["dense"], quality["switch"])
+  try:
+    kept = gain_kept(quality["student"], quality["dense"], quality["switch"])
+    kept_text = f"{100 * kept:.1f}%"
+  except ValueError as err:
+    kept, kept_text = None, f"not defined, because {err}"
   rows = [("dense baseline", models["dense"], flags.pretrain_steps, quality["dense"]),
           ("Switch teacher", models["switch"], flags.pretrain_steps, quality["switch"]),
           ("dense, teacher's non-expert weights, no distillation", models["dense"],
@@ -119,7 +128,7 @@ def main(argv=None) -> int:
            f"{os.cpu_count()} CPUs. One seed.", "",
            "| model | gin | training steps | neg log perplexity |", "| --- | --- | --- | --- |"]
   lines += [f"| {label} | {gin} | {steps} | {value:.4f} |" for label, gin, steps, value in rows]
-  lines += ["", f"Fraction of the teacher's gain kept by the student: {100 * kept:.1f}% "
+  lines += ["", f"Fraction of the teacher's gain kept by the student: {kept_text} "
             "(paper: about 30%). The initialisation-only row trains as long as the student "
             "from the same start, without the teacher: the student's lead over it is what "
             "distillation itself adds.", "",
