@@ -2,12 +2,15 @@
 
 Importing this package (or any of its modules, which imports the package first) repairs
 mesh-tensorflow's import on the pinned TensorFlow (see ``mtf_switch.compat``), then registers
-the project's gin-configurable layers.
+the project's gin-configurable layers and the ``mtf_switch.init_seed`` binding for
+``t5_mesh_transformer`` runs (see ``mtf_switch.seeding``).
 """
 
 from mtf_switch import compat  # noqa: F401  (must run before mesh_tensorflow is imported)
 
 # isort: split
-from mtf_switch import attention, layers  # noqa: F401  (register the gin configurables)
+from mtf_switch import attention, layers, seeding  # noqa: F401  (register the gin configurables)
 from mtf_switch.attention import SwitchAttention  # noqa: F401
 from mtf_switch.layers import MoEFFN, SwitchFFN  # noqa: F401
+
+seeding.install()

@@ -7,6 +7,7 @@ it TensorFlow start-up: one process per training and per evaluation.
 """
 
 import csv
+import json
 import os
 import sys
 
@@ -72,6 +73,13 @@ def test_changed_training_settings_refuse_to_resume(tmp_path):
   repro_expert_scaling.main(argv)
   with pytest.raises(SystemExit, match="batch_size"):
     repro_expert_scaling.main(argv + ["--batch_size", "8"])
+  # A directory from before initialisation was seeded is not resumed as a seeded one.
+  settings = tmp_path / "runs" / "scaling" / "settings.json"
+  recorded = json.loads(settings.read_text())
+  del recorded["init_seed"]
+  settings.write_text(json.dumps(recorded))
+  with pytest.raises(SystemExit, match="init_seed"):
+    repro_expert_scaling.main(argv)
 
 
 def test_table1_top2_moe_row(tmp_path):
@@ -94,6 +102,11 @@ def test_stability_bfloat16_row(tmp_path):
   markdown = (results / "README.md").read_text()
   assert "| bfloat16 | not run |" in markdown  # only the float32-router row was asked for
   assert [r["model"] for r in _csv(results / "final.csv")] == ["bfloat16_f32_router"]
+  # The model's graph seed is its data seed (1 here), so a rerun starts from the same weights.
+  # (t5 records each command line under commands/; evaluation binds no seed, so that its
+  # validation sample is the same for every model.)
+  commands = (tmp_path / "runs" / "stab" / "bfloat16_f32_router" / "commands").iterdir()
+  assert any("mtf_switch.init_seed.seed = 1" in c.read_text() for c in commands)
 
 
 def test_stability_variants_share_one_baseline():

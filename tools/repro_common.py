@@ -44,7 +44,10 @@ FALLBACK_TASK = "switch_default_corpus_span_corruption"  # embedded, needs no sh
 CPU_MESH = "mesh/cpu_data_parallel.gin"  # gin paths resolve against the project gin/ dir
 # Settings that change what a model learns; a rerun must match them to reuse checkpoints.
 TRAINING_SETTINGS = ("task", "batch_size", "checkpoint_every", "data_seed", "gin_file",
-                     "gin_param")
+                     "gin_param", "init_seed")
+# Each model's graph seed (mtf_switch.init_seed) is its data seed. Runs made before the seed
+# existed have no "init_seed" setting, so they are not resumed as if they had one.
+INIT_SEED = "the model's data seed"
 EVAL_SEED = 20210111  # fixed, so every model and checkpoint sees the same validation batches
 # absl repeats every INFO line in its own format; matching only TF's own prefix reads each once.
 SAVE_LINE = re.compile(r"^INFO:tensorflow:Saving checkpoints for (\d+) into")
@@ -116,7 +119,8 @@ def settings_of(flags, script: str) -> dict:
   return {"script": script, "task": resolve_task(flags), "steps": flags.steps,
           "checkpoint_every": flags.checkpoint_every, "batch_size": flags.batch_size,
           "eval_batches": flags.eval_batches, "data_seed": flags.data_seed,
-          "gin_file": list(flags.gin_file), "gin_param": list(flags.gin_param)}
+          "gin_file": list(flags.gin_file), "gin_param": list(flags.gin_param),
+          "init_seed": INIT_SEED}
 
 
 def check_settings(output_dir: str, settings: dict) -> None:
@@ -238,6 +242,8 @@ def train(variant: Variant, settings: dict, output_dir: str) -> None:
       f"utils.run.iterations_per_loop = {every}",
       "utils.run.keep_checkpoint_max = None",
       f"mesh_train_dataset_fn.seed = {data_seed}",
+      # The initial weights too: repeats with one seed start from the same draw.
+      f"mtf_switch.init_seed.seed = {data_seed}",
       # A resumed run skips the batches it has seen instead of replaying the seeded stream.
       "utils.run.skip_seen_data = True"]
   progress = _TrainProgress(variant.name, settings["steps"],
@@ -485,8 +491,8 @@ def run_description(settings: dict, command: str, wall_seconds: float, sizes: st
       f"* sizes: {sizes}",
       f"* extra gin files: {settings['gin_file'] or 'none'}; extra gin bindings: "
       f"{settings['gin_param'] or 'none'}",
-      "* model initialisation is not seeded (t5_mesh_transformer exposes no graph seed): each "
-      "training run draws its own init",
+      "* model initialisation: each model's graph seed is its data seed "
+      "(`mtf_switch.init_seed`), so rerunning a model starts it from the same weights",
   ])
 
 
