@@ -250,20 +250,3 @@ def test_language_mixture_is_evaluated_per_language(workdir):
   assert [multilingual.language_of(t, sorted(per_language)) for t in sorted(per_language)] == [
       "plain", "upper"]
 
-
-def test_init_seed_gives_identical_initial_weights(workdir):
-  """Two fresh runs bound to one mtf_switch.init_seed save the same step-0 weights. Without
-  the seed reaching the graph they would differ: every run would draw its own init."""
-  import tensorflow.compat.v1 as tf
-
-  dirs = [workdir / f"seeded_{i}" for i in range(2)]
-  for model_dir in dirs:
-    _cli(workdir, model_dir, *TRAIN, "utils.run.train_steps = 1", "mtf_switch.init_seed.seed = 5")
-  first, second = (tf.train.load_checkpoint(f"{d}/model.ckpt-0") for d in dirs)
-  names = [n for n, _ in tf.train.list_variables(f"{dirs[0]}/model.ckpt-0")]
-  weights = [n for n in names if n.endswith("kernel") or n.endswith("embedding")]
-  assert weights, names
-  for name in names:
-    np.testing.assert_array_equal(first.get_tensor(name), second.get_tensor(name), err_msg=name)
-  # Not trivially equal: the initial weights are random draws, not constants.
-  assert all(np.std(first.get_tensor(n).astype(np.float32)) > 0 for n in weights)

@@ -1,7 +1,7 @@
 """mtf_switch.init_seed reaches the RunConfig that mesh-tensorflow's utils.run builds.
 
 The end-to-end half (two command-line runs with one seed start from identical weights) is in
-tests/test_cli_end_to_end.py.
+tests/test_cli_init_seed.py.
 """
 
 import re
