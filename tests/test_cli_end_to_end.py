@@ -67,13 +67,17 @@ def _write_sst2(glue_dir):
       f.writelines(f"{s}\t{label}\n" for s, label in rows)
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  root = tmp_path_factory.mktemp("e2e")
+def make_workdir(root):
+  """The E2E_DIR that tests/e2e/e2e_tasks.py reads: corpus, SST-2 TSVs, two languages."""
   _write_corpus(root / "corpus.txt")
   _write_sst2(root / "glue" / "SST-2")
   _write_languages(root)
   return root
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return make_workdir(tmp_path_factory.mktemp("e2e"))
 
 
 def _cli(workdir, model_dir, *gin_params, timeout=600, wait=True, gin_files=()):
@@ -249,4 +253,3 @@ def test_language_mixture_is_evaluated_per_language(workdir):
   assert all(-20.0 < v < 0.0 for v in per_language.values())
   assert [multilingual.language_of(t, sorted(per_language)) for t in sorted(per_language)] == [
       "plain", "upper"]
-

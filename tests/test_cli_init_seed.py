@@ -12,11 +12,7 @@ import test_cli_end_to_end as e2e  # the same corpus, command line and training 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  root = tmp_path_factory.mktemp("e2e_seed")
-  e2e._write_corpus(root / "corpus.txt")
-  e2e._write_sst2(root / "glue" / "SST-2")
-  e2e._write_languages(root)
-  return root
+  return e2e.make_workdir(tmp_path_factory.mktemp("e2e_seed"))
 
 
 def test_init_seed_gives_identical_initial_weights(workdir):
