@@ -52,10 +52,13 @@ def einsum_flops(equation: str, shapes) -> int:
   """2 x the product of every distinct index's size: the multiply-adds of an einsum."""
   lhs = equation.replace(" ", "").split("->")[0]
   sizes = {}
-  for operand, shape in zip(lhs.split(","), shapes):
+  operands = lhs.split(",")
+  if len(operands) != len(shapes):
+    return 0
+  for operand, shape in zip(operands, shapes, strict=True):
     if "." in operand or len(operand) != len(shape):
       return 0
-    for letter, size in zip(operand, shape):
+    for letter, size in zip(operand, shape, strict=True):
       sizes[letter] = size
   flops = 2
   for size in sizes.values():
@@ -233,6 +236,8 @@ def main(argv=None) -> int:
     parser.error("give the model with --gin_file (e.g. models/switch_tiny.gin)")
 
   from mtf_switch import compat  # noqa: F401  (before t5 / mesh_tensorflow)
+
+  # isort: split
   from tensorflow_estimator.python.estimator.tpu import tpu_estimator
 
   tracer = make_step_tracer(args.warmup_steps, args.traced_steps)
