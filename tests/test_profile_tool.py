@@ -1,0 +1,31 @@
+"""tools/profile_train_step.py's FLOP counts, by hand: 2 x m x k x n for each product."""
+
+import os
+import sys
+
+import tensorflow.compat.v1 as tf
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+import profile_train_step as profile  # noqa: E402
+
+
+def test_einsum_flops_counts_every_index_once():
+  assert profile.einsum_flops("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]) == 2 * 2 * 3 * 4 * 5
+  assert profile.einsum_flops("ij,jk->ik", [(3, 4), (4, 5)]) == 2 * 3 * 4 * 5
+  assert profile.einsum_flops("...j,jk->...k", [(3, 4), (4, 5)]) == 0  # unknown: not guessed
+
+
+def test_matmul_flops_reads_static_shapes_and_transposes():
+  with tf.Graph().as_default():
+    a, b = tf.zeros([6, 4]), tf.zeros([5, 4])
+    assert profile.matmul_flops(tf.matmul(a, b, transpose_b=True).op) == 2 * 6 * 4 * 5
+    batched = tf.matmul(tf.zeros([7, 6, 4]), tf.zeros([7, 4, 3])).op
+    assert profile.matmul_flops(batched) == 2 * 7 * 6 * 4 * 3
+    einsum = tf.einsum("btd,df->btf", tf.zeros([2, 3, 4]), tf.zeros([4, 8])).op
+    assert profile.matmul_flops(einsum) == 2 * 2 * 3 * 4 * 8
+
+
+def test_parts_follow_the_layer_scopes():
+  assert profile.part_of("encoder/block_000/layer_001/SwitchFFN/router/einsum") == \
+      "switch/moe layer"
+  assert profile.part_of("decoder/block_000/layer_000/SelfAttention/einsum_1") == "attention"
