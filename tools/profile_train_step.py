@@ -105,31 +105,33 @@ def part_of(name: str) -> str:
   return "other"
 
 
-def make_step_tracer(warmup: int, traced: int):
-  """An Estimator SessionRunHook that fully traces steps warmup+1 .. warmup+traced."""
+def make_step_tracer(warmup: int, traced: int, timed: int = 0):
+  """An Estimator SessionRunHook: after ``warmup`` steps, times ``timed`` steps untraced, then
+  fully traces the next ``traced`` steps."""
   import tensorflow.compat.v1 as tf
 
-  class StepTracer(tf.train.SessionRunHook):
+  class StepTracer(_StepTracerState, tf.train.SessionRunHook):
     pass
 
-  tracer = StepTracer()
-  _StepTracerState.__init__(tracer, warmup, traced)
-  for name in ("begin", "before_run", "after_run"):
-    setattr(tracer, name, getattr(_StepTracerState, name).__get__(tracer))
-  return tracer
+  return StepTracer(warmup, traced, timed)
 
 
 class _StepTracerState:
   """The tracing logic of make_step_tracer's hook (kept apart so TF is imported late)."""
 
-  def __init__(self, warmup: int, traced: int):
+  def __init__(self, warmup: int, traced: int, timed: int = 0):
     import tensorflow.compat.v1 as tf
 
     self._tf = tf
-    self.warmup, self.traced = warmup, traced
+    self.warmup, self.traced, self.timed = warmup, traced, timed
     self.calls = 0
+    self.untraced_seconds = []  # wall time of each timed (untraced) step
     self.step_stats = []  # (wall seconds, [(node name, op type, micros)])
     self.graph = None
+
+  def _traced_call(self) -> bool:
+    first = self.warmup + self.timed
+    return first < self.calls <= first + self.traced
 
   def begin(self):
     self.graph = self._tf.get_default_graph()
@@ -138,7 +140,7 @@ class _StepTracerState:
     del run_context
     self.calls += 1
     self._start = time.perf_counter()
-    if self.warmup < self.calls <= self.warmup + self.traced:
+    if self._traced_call():
       options = self._tf.RunOptions(trace_level=self._tf.RunOptions.FULL_TRACE)
       return self._tf.train.SessionRunArgs(fetches=None, options=options)
     return None
@@ -147,7 +149,9 @@ class _StepTracerState:
     del run_context
     wall = time.perf_counter() - self._start
     metadata = run_values.run_metadata
-    if not (self.warmup < self.calls <= self.warmup + self.traced) or metadata is None:
+    if self.warmup < self.calls <= self.warmup + self.timed:
+      self.untraced_seconds.append(wall)
+    if not self._traced_call() or metadata is None:
       return
     ops = []
     for device in metadata.step_stats.dev_stats:
@@ -225,6 +229,8 @@ def main(argv=None) -> int:
                       help="task or mixture to train on (MIXTURE_NAME)")
   parser.add_argument("--warmup_steps", type=int, default=10)
   parser.add_argument("--traced_steps", type=int, default=5)
+  parser.add_argument("--timed_steps", type=int, default=0,
+                      help="steps timed without tracing between warm-up and the traced steps")
   parser.add_argument("--model_dir", default=None,
                       help="default: a fresh temporary directory (a resumed run traces nothing)")
   parser.add_argument("--top", type=int, default=15, help="op types to list")
@@ -232,6 +238,8 @@ def main(argv=None) -> int:
   for name in ("warmup_steps", "traced_steps", "top"):
     if getattr(args, name) < 1:
       parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+  if args.timed_steps < 0:
+    parser.error(f"--timed_steps must be >= 0, got {args.timed_steps}")
   if not args.gin_file:
     parser.error("give the model with --gin_file (e.g. models/switch_tiny.gin)")
 
@@ -240,14 +248,14 @@ def main(argv=None) -> int:
   # isort: split
   from tensorflow_estimator.python.estimator.tpu import tpu_estimator
 
-  tracer = make_step_tracer(args.warmup_steps, args.traced_steps)
+  tracer = make_step_tracer(args.warmup_steps, args.traced_steps, args.timed_steps)
   original_train = tpu_estimator.TPUEstimator.train
 
   def train_with_tracer(self, input_fn, hooks=None, **kwargs):
     return original_train(self, input_fn, hooks=list(hooks or []) + [tracer], **kwargs)
 
   tpu_estimator.TPUEstimator.train = train_with_tracer
-  steps = args.warmup_steps + args.traced_steps
+  steps = args.warmup_steps + args.timed_steps + args.traced_steps
   model_dir = args.model_dir or tempfile.mkdtemp(prefix="profile_step_")
   cli_argv = ["switch_mesh_transformer", f"--model_dir={model_dir}"]
   cli_argv += [f"--gin_file={g}" for g in args.gin_file]
@@ -274,6 +282,9 @@ def main(argv=None) -> int:
   total_flops = sum(row[2] for row in by_type.values())
 
   print(f"\nmodel: {' '.join(args.gin_file)} {' '.join(args.gin_param)}; task {args.task}")
+  if tracer.untraced_seconds:
+    untraced = sorted(tracer.untraced_seconds)[len(tracer.untraced_seconds) // 2]
+    print(f"\nuntraced step wall time {untraced:.3f} s (median of {len(tracer.untraced_seconds)})")
   print(f"traced steps {len(walls)} after {args.warmup_steps} warm-up steps; traced step wall "
         f"time {wall:.3f} s (median; tracing adds overhead); op seconds per step "
         f"{total_op_seconds:.3f}; matmul GFLOP per step {total_flops / 1e9:.2f} "
@@ -299,6 +310,9 @@ def main(argv=None) -> int:
   print(json.dumps({
       "gin_files": args.gin_file, "gin_params": args.gin_param, "task": args.task,
       "traced_steps": len(walls), "step_wall_seconds": round(wall, 4),
+      "timed_steps": len(tracer.untraced_seconds),
+      "untraced_step_seconds": (round(sorted(tracer.untraced_seconds)[
+          len(tracer.untraced_seconds) // 2], 4) if tracer.untraced_seconds else None),
       "op_seconds_per_step": round(total_op_seconds, 4),
       "matmul_gflop_per_step": round(total_flops / 1e9, 3),
       "reference_matmul_gflops": round(reference, 1),

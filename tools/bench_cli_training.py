@@ -1,0 +1,143 @@
+"""Training speed of the tiny dense and Switch models through ``switch_mesh_transformer``.
+
+For each variant, one command-line training run (``tools/profile_train_step.py``: the user's
+command line, in its own process) warms up, times ``--timed_steps`` steps without tracing,
+then traces one step to count the matmul FLOPs actually executed. Variants run in rounds,
+in an order that rotates from round to round, so that a change in machine load falls on all
+of them alike; each process also times a dense [2048, 512] x [512, 2048] matmul, the cores'
+reference. Reported per variant: median step seconds, steps/s, examples/s, executed matmul
+GFLOP per step, achieved GFLOP/s, and examples/s relative to the first variant of its model.
+Prints a markdown table and a JSON line.
+
+  PYTHONPATH=. python tools/bench_cli_training.py               # ~10 min on a quiet 2-core CPU
+  PYTHONPATH=. python tools/bench_cli_training.py --with_xla    # also XLA auto-clustering
+
+Variants:
+  one_hot_embedding   Mesh-TF's stock VocabEmbedding (one-hot einsum lookups): the speed of
+                      every committed run before mtf_switch.GatherVocabEmbedding existed
+  default             the model's gin as committed (index lookups)
+  xla                 default with TF_XLA_FLAGS="--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = {"dense": "models/t5_tiny.gin", "switch": "models/switch_tiny.gin"}
+ONE_HOT = "transformer.get_vocab_embedding_cls.cls = @transformer.VocabEmbedding"
+XLA_FLAGS = "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
+
+
+def run_variant(model: str, variant: str, args) -> dict:
+  """One training process; returns profile_train_step's JSON record."""
+  command = [sys.executable, os.path.join(REPO, "tools", "profile_train_step.py"),
+             f"--gin_file={MODELS[model]}", "--gin_file=mesh/cpu_data_parallel.gin",
+             f"--task={args.task}", f"--warmup_steps={args.warmup_steps}",
+             f"--timed_steps={args.timed_steps}", "--traced_steps=1",
+             f'--gin_param=utils.run.batch_size = ("sequences_per_batch", {args.batch_size})']
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+             PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+  if variant == "one_hot_embedding":
+    command.append(f"--gin_param={ONE_HOT}")
+  if variant == "xla":
+    env["TF_XLA_FLAGS"] = XLA_FLAGS
+  with tempfile.TemporaryDirectory(prefix=f"bench_{model}_{variant}_") as model_dir:
+    command.append(f"--model_dir={model_dir}")
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+  records = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+  if proc.returncode or not records:
+    tail = (proc.stdout + proc.stderr)[-3000:]
+    return {"error": f"exit {proc.returncode}: ...{tail[-600:]}"}
+  return json.loads(records[-1])
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--models", default="dense,switch")
+  parser.add_argument("--rounds", type=int, default=2)
+  parser.add_argument("--warmup_steps", type=int, default=15)
+  parser.add_argument("--timed_steps", type=int, default=40)
+  parser.add_argument("--batch_size", type=int, default=32, help="sequences per step")
+  parser.add_argument("--task", default="switch_pydocs_span_corruption")
+  parser.add_argument("--with_xla", action="store_true")
+  args = parser.parse_args(argv)
+  models = args.models.split(",")
+  for model in models:
+    if model not in MODELS:
+      parser.error(f"--models: unknown model {model!r}; expected some of {sorted(MODELS)}")
+  for name in ("rounds", "warmup_steps", "timed_steps", "batch_size"):
+    if getattr(args, name) < 1:
+      parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+  variants = ["one_hot_embedding", "default"] + (["xla"] if args.with_xla else [])
+  runs = [(m, v) for m in models for v in variants]
+
+  samples = {run: [] for run in runs}
+  for round_index in range(args.rounds):
+    order = runs[round_index % len(runs):] + runs[:round_index % len(runs)]
+    for model, variant in order:
+      record = run_variant(model, variant, args)
+      if "error" in record:
+        print(f"round {round_index + 1}: {model}/{variant} failed: {record['error']}",
+              flush=True)
+      else:
+        print(f"round {round_index + 1}: {model}/{variant} "
+              f"{record['untraced_step_seconds']:.3f} s/step", flush=True)
+      samples[(model, variant)].append(record)
+
+  rows = []
+  for model, variant in runs:
+    good = [r for r in samples[(model, variant)] if "error" not in r]
+    if not good:
+      rows.append({"model": model, "variant": variant,
+                   "error": samples[(model, variant)][-1]["error"][:300]})
+      continue
+    step = statistics.median(r["untraced_step_seconds"] for r in good)
+    gflop = statistics.median(r["matmul_gflop_per_step"] for r in good)
+    reference = statistics.median(r["reference_matmul_gflops"] for r in good)
+    rows.append({"model": model, "variant": variant, "step_seconds": round(step, 4),
+                 "steps_per_second": round(1 / step, 3),
+                 "examples_per_second": round(args.batch_size / step, 1),
+                 "matmul_gflop_per_step": gflop, "achieved_gflops": round(gflop / step, 1),
+                 "reference_matmul_gflops": reference,
+                 "spread_seconds": [r["untraced_step_seconds"] for r in good]})
+  baseline = {r["model"]: r for r in rows if r["variant"] == variants[0] and "error" not in r}
+  for row in rows:
+    base = baseline.get(row["model"])
+    if base and "error" not in row:
+      row["examples_per_second_vs_one_hot"] = round(
+          row["examples_per_second"] / base["examples_per_second"], 3)
+  dense_default = next((r for r in rows if r["model"] == "dense" and r["variant"] == "default"
+                        and "error" not in r), None)
+  for row in rows:
+    if dense_default and "error" not in row:
+      row["examples_per_second_vs_dense"] = round(
+          row["examples_per_second"] / dense_default["examples_per_second"], 3)
+
+  print(f"\n{args.batch_size} sequences per step, {args.timed_steps} timed steps after "
+        f"{args.warmup_steps} warm-up, {args.rounds} rounds; {platform.processor() or 'cpu'}, "
+        f"{os.cpu_count()} cores\n")
+  print("| model | variant | s/step | steps/s | examples/s | x one-hot | x dense | "
+        "matmul GFLOP/step | GFLOP/s | ref. matmul GFLOP/s |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  for r in rows:
+    if "error" in r:
+      print(f"| {r['model']} | {r['variant']} | failed: {r['error'][:80]} |||||||")
+      continue
+    print(f"| {r['model']} | {r['variant']} | {r['step_seconds']:.3f} | "
+          f"{r['steps_per_second']:.2f} | {r['examples_per_second']:.1f} | "
+          f"{r.get('examples_per_second_vs_one_hot', '')} | "
+          f"{r.get('examples_per_second_vs_dense', '')} | {r['matmul_gflop_per_step']:.2f} | "
+          f"{r['achieved_gflops']:.1f} | {r['reference_matmul_gflops']:.1f} |")
+  print(json.dumps({"batch_size": args.batch_size, "timed_steps": args.timed_steps,
+                    "rounds": args.rounds, "rows": rows}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
