@@ -5,7 +5,7 @@ Mesh-TF's ``defaults.gin`` binds bfloat16 activations (a TPU default), and t5's
 ``utils.get_variable_dtype.slice_dtype`` and ``.activation_dtype`` to float32 *after* the user's
 gin is parsed: on CPU a bfloat16 request was dropped without a word. Here instead:
 
-1. Parsing (``parse_gin_defaults_and_flags``, t5 calls it through mesh-tf's ``utils``): after
+1. Parsing (``switch_cli.gin_parse``, in place of mesh-tf's ``parse_gin_defaults_and_flags``): after
    ``defaults.gin`` and before the user's files, the CPU defaults (float32 for both) are bound
    in place of defaults.gin's TPU choice. So what is bound once the user's files and
    ``--gin_param`` are parsed is the user's request, or the CPU default, never the TPU default.
@@ -20,6 +20,8 @@ import dataclasses
 from typing import Optional
 
 import gin
+
+from switch_cli import PreflightError
 
 SLICE = "utils.get_variable_dtype.slice_dtype"
 ACTIVATION = "utils.get_variable_dtype.activation_dtype"
@@ -50,47 +52,25 @@ def _resolved_request(get_variable_dtype) -> dict:
   try:
     variable_dtype = get_variable_dtype()
   except (TypeError, ValueError) as e:
-    raise ValueError(f"{SLICE} / {ACTIVATION}: not a TensorFlow dtype name ({e})") from None
+    raise PreflightError(f"{SLICE} / {ACTIVATION}: not a TensorFlow dtype name ({e})") from None
   return {SLICE: variable_dtype.slice_dtype.name,
           ACTIVATION: variable_dtype.activation_dtype.name}
 
 
 def check_cpu_request(values: dict) -> None:
-  """Raises a ValueError naming every binding a CPU run cannot honour."""
+  """Raises a PreflightError naming every binding a CPU run cannot honour."""
   bad = [f"{name} = {values[name]!r} (a CPU run supports {' or '.join(CPU_SUPPORTED[name])})"
          for name in CPU_SUPPORTED if values[name] not in CPU_SUPPORTED[name]]
   if bad:
-    raise ValueError(
+    raise PreflightError(
         "This run cannot honour: " + "; ".join(bad) + ". Remove the binding or bind a "
         "supported value after it (t5's decode gin files, e.g. beam_search.gin, bind "
         f"{SLICE} = \"bfloat16\"), or run on a TPU (--tpu).")
 
 
-def install(mesh_transformer_main) -> RequestedDtypes:
-  """Wraps the parse step t5's main calls; returns the request it will record."""
-  utils = mesh_transformer_main.utils
-  flags = mesh_transformer_main.FLAGS
-  requested = RequestedDtypes()
-  original = utils.parse_gin_defaults_and_flags
-
-  def parse_gin_defaults_and_flags(skip_unknown=False, finalize_config=True):
-    """mesh-tf's own three steps, with the CPU defaults bound between defaults.gin and the
-    user's files."""
-    requested.on_cpu = not flags.tpu
-    if not requested.on_cpu:
-      return original(skip_unknown=skip_unknown, finalize_config=finalize_config)
-    for path in flags.gin_location_prefix:
-      gin.add_config_file_search_path(path)
-    gin.parse_config_file(utils.pkg_resources.resource_filename(
-        utils.__name__, utils._DEFAULT_CONFIG_FILE), skip_unknown=skip_unknown)
-    for name, value in CPU_DEFAULTS.items():
-      gin.bind_parameter(name, value)
-    gin.parse_config_files_and_bindings(flags.gin_file, flags.gin_param,
-                                        skip_unknown=skip_unknown, finalize_config=False)
-    requested.values = _resolved_request(utils.get_variable_dtype)
+def record_request(requested: RequestedDtypes, get_variable_dtype, on_cpu: bool) -> None:
+  """Records (and on CPU checks) what the parsed gin asks for; see the module docstring."""
+  requested.on_cpu = on_cpu
+  if on_cpu:
+    requested.values = _resolved_request(get_variable_dtype)
     check_cpu_request(requested.values)
-    if finalize_config:
-      gin.finalize()
-
-  utils.parse_gin_defaults_and_flags = parse_gin_defaults_and_flags
-  return requested

@@ -29,15 +29,20 @@ def main() -> int:
 
   import gin
 
-  from switch_cli import dtypes, preflight
+  from switch_cli import PreflightError, gin_parse, preflight
 
   # The project's gin/ (models/, mesh/) is searched like t5's own gin directory, so
   # --gin_file=models/switch_tiny.gin works from any directory.
   gin.add_config_file_search_path(PROJECT_GIN_DIR)
-  requested = dtypes.install(mesh_transformer_main)
+  requested = gin_parse.install(
+      mesh_transformer_main, after_parse=[preflight.register_text_files, preflight.check_task])
   preflight.install(mesh_transformer_main, before_run=requested.restore)
   sys.argv[0] = "t5_mesh_transformer"
-  return mesh_transformer_main.console_entry_point()
+  try:
+    return mesh_transformer_main.console_entry_point()
+  except PreflightError as e:
+    print(f"switch_mesh_transformer: error: {e}", file=sys.stderr, flush=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ fails naming what differs and the command that trained it, instead of TensorFlow
 "Key ... not found in checkpoint" after the session has started.
 """
 
+import difflib
 import errno
 import fcntl
 import glob
@@ -29,6 +30,8 @@ from typing import Callable, Optional
 import gin
 import tensorflow.compat.v1 as tf
 from absl import logging
+
+from switch_cli import PreflightError
 
 # utils.run modes that restore a checkpoint from model_dir (all but "train").
 CHECKPOINT_MODES = ("perplexity_eval", "eval", "score_eval", "infer", "score_from_strings",
@@ -42,16 +45,57 @@ _TEMPORARY = re.compile(r"(model\.ckpt-\d+.*\.tmp[0-9a-f]+|checkpoint\.tmp[0-9a-
                         r"model\.ckpt-\d+_temp(_[0-9a-f]+)?)")
 
 
-class PreflightError(ValueError):
-  """A run that cannot do what it was asked; the message says why and what to do."""
-
-
 def bound(name: str, default=None):
   """The gin binding ``name`` (e.g. "utils.run.mode"), or ``default`` when unbound."""
   try:
     return gin.query_parameter(name)
   except ValueError:
     return default
+
+
+def resolved(value):
+  """A gin value with macro references (``%MIXTURE_NAME``) followed to what they name."""
+  while isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro":
+    value = gin.query_parameter("%" + value.scoped_selector.rsplit("/", 1)[0])
+  return value
+
+
+def register_text_files() -> None:
+  """Registers the gin-configured ``text_files`` task; a bad setting is a PreflightError."""
+  import tasks
+
+  try:
+    tasks.register_text_files_from_gin()
+  except (ValueError, TypeError, OSError) as e:
+    raise PreflightError(str(e)) from None
+
+
+def check_task() -> None:
+  """The run's task or mixture (``MIXTURE_NAME``) is registered, and ``text_files`` is used
+  when its files are bound (else they would be ignored without a word)."""
+  import seqio
+
+  from tasks import gin_text_files
+
+  name = resolved(bound("mesh_transformer.get_vocabulary.mixture_or_task_name"))
+  if not isinstance(name, str):
+    return
+  known = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+  if name not in known:
+    close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.6)
+    hint = f" Close names: {', '.join(close)}." if close else ""
+    raise PreflightError(
+        f'MIXTURE_NAME = "{name}" is not a registered seqio task or mixture.{hint} The '
+        "project's start with switch_ (see tasks/__init__.py); for your own text files bind "
+        f'text_files.paths and MIXTURE_NAME = "{gin_text_files.TASK_NAME}".')
+  paths = bound("text_files.paths")
+  if paths is not None and name != gin_text_files.TASK_NAME:
+    in_mixture = name in seqio.MixtureRegistry.names() and gin_text_files.TASK_NAME in [
+        t.name for t in seqio.get_mixture_or_task(name).tasks]
+    if not in_mixture:
+      raise PreflightError(
+          f'text_files.paths = {paths!r} is bound but MIXTURE_NAME = "{name}", so the files '
+          f'would not be used: add --gin_param=\'MIXTURE_NAME = "{gin_text_files.TASK_NAME}"\'.')
 
 
 def checkpoint_steps(model_dir: str) -> list[int]:
@@ -169,7 +213,8 @@ def describe_mismatch(model_dir: str, checkpoint: str, graph: dict, saved: dict,
     graph: {variable name: shape} of the model being built.
     saved: {variable name: shape} of the checkpoint (tf.train.list_variables).
   """
-  missing = sorted(n for n in graph if n not in saved)
+  # Optimizer slots follow their variables, so the variables themselves are shown first.
+  missing = sorted((n for n in graph if n not in saved), key=lambda n: (_is_optimizer_slot(n), n))
   reshaped = sorted(n for n in graph if n in saved and list(graph[n]) != list(saved[n]))
   if not missing and not reshaped:
     return None
