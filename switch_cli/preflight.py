@@ -21,7 +21,6 @@ fails naming what differs and the command that trained it, instead of TensorFlow
 import difflib
 import errno
 import fcntl
-import glob
 import os
 import re
 import time
