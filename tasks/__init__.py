@@ -18,7 +18,9 @@ the Python docs, the multilingual fortunes mixture).
 Built files go to ``$MTF_SWITCH_CACHE_DIR`` (default ``~/.cache/mtf_switch``). Held-out rule of
 every text-file task: every 20th line of each file is the validation split (``tasks.lines``).
 Your own files: ``register_text_file_task``, ``register_text_files_mixture``,
-``cached_vocabulary`` / ``train_sentencepiece`` (CLI: ``python -m tasks.build_vocab``).
+``cached_vocabulary`` / ``train_sentencepiece`` (CLI: ``python -m tasks.build_vocab``); from gin
+alone: the ``text_files`` task (``tasks.gin_text_files``), e.g.
+``--gin_param='MIXTURE_NAME = "text_files"' --gin_param='text_files.paths = ["my.txt"]'``.
 """
 
 from mtf_switch import compat  # noqa: F401  (must precede every t5 / mesh_tensorflow import)
@@ -33,6 +35,7 @@ from tasks.default_corpus import (
   write_default_corpus,
 )
 from tasks.fortunes import register_fortunes
+from tasks.gin_text_files import register_from_gin as register_text_files_from_gin
 from tasks.glue import (
   GLUE_MIXTURE,
   SUPER_GLUE_MIXTURE,
@@ -75,7 +78,8 @@ __all__ = [
     "default_corpus_vocabulary", "ensure_default_corpus", "register_all", "register_c4_task",
     "register_default_corpus_tasks", "register_fortunes", "register_glue_mixtures",
     "register_mc4", "register_shared_data_tasks", "register_sst2_tsv_task",
-    "register_text_file_task", "register_text_files_mixture", "scan_text_file",
+    "register_text_file_task", "register_text_files_from_gin", "register_text_files_mixture",
+    "scan_text_file",
     "temperature_mixing_rates", "temperature_rate_fn", "train_sentencepiece",
     "write_default_corpus",
 ]

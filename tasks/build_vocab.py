@@ -47,8 +47,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"build_vocab: error: {e}", file=sys.stderr)
     return 1
   documents = sum(s.train_documents for s in stats)
-  print(f"wrote {model_path} ({args.vocab_size} pieces) from {documents} training documents "
+  pieces = vocab_lib.piece_count(model_path)  # the model's own count, not the request
+  print(f"wrote {model_path} ({pieces} pieces) from {documents} training documents "
         f"of {len(stats)} file(s) in {time.perf_counter() - start:.1f}s")
+  if pieces != args.vocab_size:
+    print(f"build_vocab: note: --vocab_size {args.vocab_size} asked for {args.vocab_size} pieces; "
+          f"the {args.model_type} model has {pieces} (a char model has one per distinct "
+          "character of the text, plus pad, eos and unk)", file=sys.stderr)
   return 0
 
 

@@ -54,8 +54,8 @@ def _strip(raw: bytes) -> bytes:
   return raw.strip()
 
 
-def _check_holdout_every(holdout_every: int) -> None:
-  if not isinstance(holdout_every, int) or holdout_every < 2:
+def check_holdout_every(holdout_every: int) -> None:
+  if isinstance(holdout_every, bool) or not isinstance(holdout_every, int) or holdout_every < 2:
     raise ValueError(f"holdout_every must be an integer >= 2, got {holdout_every!r}")
 
 
@@ -74,6 +74,26 @@ def _open_checked(path: PathLike):
   return open(path, "rb")
 
 
+def _check_line_bytes(path: PathLike, line_number: int, raw: bytes) -> None:
+  """Rejects what both readers would turn silently into wrong documents.
+
+  * A carriage return inside a line: both readers split on b"\\n" only, so a file with CR-only
+    (classic Mac) line endings would become one document. CRLF endings are fine.
+  * A NUL byte: no text has one; a line of NULs would become a document of unknown tokens,
+    and a UTF-16 file (which is valid UTF-8 when its text is ASCII) is full of them.
+  """
+  body = raw[:-2] if raw.endswith(b"\r\n") else raw.rstrip(b"\n")
+  where = f"Text file {os.fspath(path)!r}, line {line_number + 1}"
+  if b"\x00" in body:
+    raise ValueError(f"{where}, contains a NUL byte: expected UTF-8 text, one document per line "
+                     "(a UTF-16 or binary file? convert with `iconv -f UTF-16 -t UTF-8`)")
+  if b"\r" in body:
+    raise ValueError(
+        f"{where}, has a carriage return (\\r) inside the line: lines end with \\n only "
+        "(CRLF is accepted), so CR-only line endings would read as one document. "
+        "Convert them with `tr '\\r' '\\n'`.")
+
+
 def scan_text_file(path: PathLike, holdout_every: int = HOLDOUT_EVERY) -> TextFileStats:
   """Validates a UTF-8, one-document-per-line file and counts its documents per split.
 
@@ -87,10 +107,11 @@ def scan_text_file(path: PathLike, holdout_every: int = HOLDOUT_EVERY) -> TextFi
   Raises:
     FileNotFoundError: ``path`` does not exist.
     IsADirectoryError: ``path`` is a directory.
-    ValueError: the file is empty or blank, or is not valid UTF-8 (the message names the path,
-      the 1-based line and the byte offset of the first bad byte).
+    ValueError: the file is empty or blank, is not valid UTF-8 (the message names the path,
+      the 1-based line and the byte offset of the first bad byte), has a NUL byte or a
+      carriage return inside a line (CR-only line endings).
   """
-  _check_holdout_every(holdout_every)
+  check_holdout_every(holdout_every)
   lines = documents = validation = characters = 0
   offset = 0
   with _open_checked(path) as f:
@@ -102,6 +123,7 @@ def scan_text_file(path: PathLike, holdout_every: int = HOLDOUT_EVERY) -> TextFi
             f"Text file {os.fspath(path)!r} is not valid UTF-8: line {line_number + 1}, "
             f"byte offset {offset + e.start} ({e.reason}). Convert it to UTF-8, e.g. with "
             "`iconv -f LATIN1 -t UTF-8`.") from None
+      _check_line_bytes(path, line_number, raw)
       offset += len(raw)
       lines += 1
       stripped = _strip(raw)
@@ -124,7 +146,7 @@ def iter_documents(path: PathLike, split: str, holdout_every: int = HOLDOUT_EVER
                    ) -> Iterator[str]:
   """Yields the stripped non-blank documents of one split of a (validated) text file."""
   check_split(split)
-  _check_holdout_every(holdout_every)
+  check_holdout_every(holdout_every)
   want_validation = split == VALIDATION
   with _open_checked(path) as f:
     for line_number, raw in enumerate(f):
@@ -146,6 +168,12 @@ def normalize_paths(paths) -> tuple[str, ...]:
   """Turns one path or a sequence of paths into a non-empty tuple of absolute path strings."""
   if isinstance(paths, (str, os.PathLike)):
     paths = [paths]
+  if isinstance(paths, (bytes, dict)) or not hasattr(paths, "__iter__"):
+    raise TypeError(f"Expected a text file path or a list of paths, got {paths!r}")
+  paths = list(paths)
+  bad = [p for p in paths if not isinstance(p, (str, os.PathLike)) or not os.fspath(p)]
+  if bad:
+    raise TypeError(f"Text file paths must be non-empty strings, got {bad[0]!r} in {paths!r}")
   paths = tuple(os.path.abspath(os.path.expanduser(os.fspath(p))) for p in paths)
   if not paths:
     raise ValueError("Expected at least one text file path, got none")

@@ -80,6 +80,44 @@ def write_atomically(path: str, data: bytes) -> None:
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+MODEL_TYPES = ("unigram", "bpe", "char", "word")
+
+
+def check_training_options(vocab_size, model_type: str = "unigram",
+                           character_coverage: float = 1.0) -> None:
+  """Raises a ValueError naming the first bad SentencePiece training option."""
+  if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 8:
+    raise ValueError(f"vocab_size must be an integer >= 8, got {vocab_size!r}")
+  if model_type not in MODEL_TYPES:
+    raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+  if (isinstance(character_coverage, bool) or not isinstance(character_coverage, (int, float))
+      or not 0.0 < character_coverage <= 1.0):
+    raise ValueError(f"character_coverage must be a number in (0, 1], got {character_coverage!r}")
+
+
+def check_sentencepiece_model(path: str) -> int:
+  """Loads a local SentencePiece model file; returns its piece count, or a ValueError naming it.
+
+  seqio reads the file only inside tf.data, where a bad one fails as a protobuf DecodeError
+  that names nothing.
+  """
+  if os.path.isdir(path):
+    raise IsADirectoryError(f"Expected a SentencePiece .model file but {path!r} is a directory")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"SentencePiece model not found: {path!r}")
+  try:
+    return spm.SentencePieceProcessor(model_file=path).get_piece_size()
+  except (RuntimeError, OSError) as e:
+    raise ValueError(f"{path!r} is not a SentencePiece model file ({e}); train one with "
+                     "`python -m tasks.build_vocab`") from None
+
+
+def piece_count(model_path: str) -> int:
+  """The number of pieces (pad, eos and unk included) of a SentencePiece model file."""
+  with tf.io.gfile.GFile(model_path, "rb") as f:
+    return spm.SentencePieceProcessor(model_proto=f.read()).get_piece_size()
+
+
 def train_sentencepiece(input_paths, output_prefix: str, vocab_size: int, *,
                         model_type: str = "unigram", character_coverage: float = 1.0,
                         holdout_every: int = lines_lib.HOLDOUT_EVERY,
@@ -91,7 +129,9 @@ def train_sentencepiece(input_paths, output_prefix: str, vocab_size: int, *,
       validated first (missing, empty or non-UTF-8 files raise an error naming the file).
     output_prefix: writes ``{output_prefix}.model`` and ``{output_prefix}.vocab`` (one
       ``piece<TAB>score`` per line). Parent directories are created.
-    vocab_size: number of pieces, including pad, eos and unk (sentinels come on top).
+    vocab_size: number of pieces, including pad, eos and unk (sentinels come on top). A "char"
+      model has one piece per distinct character (plus pad, eos, unk) whatever this asks for:
+      ``piece_count`` reads the true number from the written model.
     model_type: a SentencePiece model type: "unigram" (T5's), "bpe", "char" or "word".
     character_coverage: fraction of characters the pieces must cover; 1.0 suits small alphabets,
       0.9995 is SentencePiece's advice for languages with large ones (Chinese, Japanese).
@@ -107,10 +147,7 @@ def train_sentencepiece(input_paths, output_prefix: str, vocab_size: int, *,
       larger than the text supports); the message names the value.
   """
   paths = lines_lib.normalize_paths(input_paths)
-  if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 8:
-    raise ValueError(f"vocab_size must be an integer >= 8, got {vocab_size!r}")
-  if not 0.0 < character_coverage <= 1.0:
-    raise ValueError(f"character_coverage must be in (0, 1], got {character_coverage!r}")
+  check_training_options(vocab_size, model_type, character_coverage)
   lines_lib.scan_text_files(paths, holdout_every)
   model = io.BytesIO()
   spm.set_random_generator_seed(seed)
@@ -228,6 +265,14 @@ def cached_vocabulary(input_paths, cache_dir: str, vocab_size: int, *,
   for path in paths:
     if not os.path.isfile(path):
       raise FileNotFoundError(f"Text file not found: {path!r}")
+  # Checked now, not at first use: a bad option would otherwise surface inside tf.data.
+  check_training_options(vocab_size, model_type, character_coverage)
+  lines_lib.check_holdout_every(holdout_every)
+  if isinstance(extra_ids, bool) or not isinstance(extra_ids, int) or extra_ids < 0:
+    raise ValueError(f"extra_ids must be an integer >= 0, got {extra_ids!r}")
+  if not isinstance(cache_dir, (str, os.PathLike)) or not os.fspath(cache_dir):
+    raise ValueError(f"cache_dir must be a directory path, got {cache_dir!r}")
+  cache_dir = os.fspath(cache_dir)
   name = name or os.path.splitext(os.path.basename(paths[0]))[0]
   key = files_fingerprint(paths, vocab_size, model_type, character_coverage, holdout_every)
   model_path = os.path.join(cache_dir, f"spm_{name}_{vocab_size}_{key}.model")
@@ -237,13 +282,17 @@ def cached_vocabulary(input_paths, cache_dir: str, vocab_size: int, *,
 
 
 def as_vocabulary(vocabulary) -> seqio.Vocabulary:
-  """Accepts a seqio Vocabulary, or a path to a SentencePiece ``.model`` (given EXTRA_IDS)."""
+  """Accepts a seqio Vocabulary, or a path to a SentencePiece ``.model`` (given EXTRA_IDS).
+
+  A local path is loaded now, so a file that is not a SentencePiece model fails here, naming it.
+  """
   if isinstance(vocabulary, seqio.Vocabulary):
     return vocabulary
   if isinstance(vocabulary, (str, os.PathLike)):
     path = os.fspath(vocabulary)
-    if not path.startswith("gs://") and not os.path.isfile(path):
-      raise FileNotFoundError(f"SentencePiece model not found: {path!r}")
+    if "://" not in path:
+      path = os.path.abspath(os.path.expanduser(path))
+      check_sentencepiece_model(path)
     return seqio.SentencePieceVocabulary(path, extra_ids=EXTRA_IDS)
   raise TypeError(
       f"vocabulary must be a seqio.Vocabulary or a path to a .model file, got {vocabulary!r}")

@@ -30,12 +30,24 @@ MODELS = {
 CPU_MESH = "mesh/cpu_data_parallel.gin"  # gin paths resolve against the project gin/ dir
 
 
+def _positive_int(text: str) -> int:
+  """argparse type: an integer >= 1 (0 or fewer steps would start the CLI for nothing)."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+  return value
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--task", default=DEFAULT_TASK, help="seqio task or mixture to train on")
-  parser.add_argument("--steps", type=int, default=200, help="training steps per model")
-  parser.add_argument("--checkpoint_every", type=int, default=100)
-  parser.add_argument("--eval_batches", type=int, default=20,
+  parser.add_argument("--steps", type=_positive_int, default=200,
+                      help="training steps per model")
+  parser.add_argument("--checkpoint_every", type=_positive_int, default=100)
+  parser.add_argument("--eval_batches", type=_positive_int, default=20,
                       help="validation batches for the perplexity evaluation")
   parser.add_argument("--output_dir", default=os.path.join(REPO, "runs", "switch_vs_dense"))
   parser.add_argument("--gin_param", action="append", default=[],
@@ -49,8 +61,9 @@ def train_and_evaluate(name: str, gin_file: str, flags) -> dict:
   common = [f'MIXTURE_NAME = "{flags.task}"', *flags.gin_param]
   gin_files = [gin_file, CPU_MESH]
   started = time.time()
-  cli_runs.train(model_dir, gin_files, common, flags.steps, flags.checkpoint_every,
-                 f"{name} ({gin_file})")
+  # The label names the run's log file ({label}.log beside model_dir): no "/" in it.
+  label = f"{name}-{os.path.splitext(os.path.basename(gin_file))[0]}"
+  cli_runs.train(model_dir, gin_files, common, flags.steps, flags.checkpoint_every, label)
   train_seconds = time.time() - started
   print(f"evaluating {name} on the validation split", flush=True)
   log = cli_runs.run_cli(model_dir, gin_files,

@@ -1,0 +1,45 @@
+"""tools/switch_vs_dense.py refuses bad arguments before it starts the command line, and names
+its log files without a "/"."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tools"))
+
+import cli_runs  # noqa: E402  (tools/)
+import switch_vs_dense  # noqa: E402
+
+
+@pytest.fixture
+def no_cli(monkeypatch):
+  """Records every command the script would start, without starting one."""
+  started = []
+  monkeypatch.setattr(cli_runs, "run_cli", lambda *args, **kwargs: started.append(args) or "")
+  return started
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "0"], "--steps: expected an integer >= 1, got 0"),
+    (["--steps", "-5"], "--steps: expected an integer >= 1, got -5"),
+    (["--steps", "ten"], "--steps: expected an integer >= 1, got 'ten'"),
+    (["--checkpoint_every", "0"], "--checkpoint_every: expected an integer >= 1, got 0"),
+    (["--eval_batches", "-1"], "--eval_batches: expected an integer >= 1, got -1"),
+])
+def test_bad_counts_are_refused_before_the_cli_starts(no_cli, capsys, argv, message):
+  with pytest.raises(SystemExit) as exit_info:
+    switch_vs_dense.main(argv)
+  assert exit_info.value.code == 2
+  assert message in capsys.readouterr().err
+  assert no_cli == []
+
+
+def test_log_file_labels_have_no_slash(no_cli, tmp_path, monkeypatch):
+  labels = []
+  monkeypatch.setattr(cli_runs, "train", lambda *args: labels.append(args[5]) or True)
+  with pytest.raises(SystemExit, match="no neg_log_perplexity"):  # the stub CLI prints nothing
+    switch_vs_dense.main(["--steps", "3", "--output_dir", str(tmp_path)])
+  assert labels == ["switch-switch_tiny"]
+  assert all("/" not in args[3] for args in no_cli)  # the evaluation's label too
