@@ -257,6 +257,10 @@ class Router:
       "bfloat16" (Table 2's unstable baseline).
   """
 
+  # Whether a later candidate pass is only for the tokens earlier passes left unplaced (and
+  # all passes merge into one choice per token), or a choice of its own (top-k).
+  _exclusive_passes = True
+
   def __init__(self, policy_train: str = "input_jitter", policy_eval: str = "argmax",
                jitter_eps: float = 1e-2, input_dropout_rate: float = 0.1,
                sample_temperature: float = 1.0, init_scale: float = 0.1,
@@ -317,9 +321,6 @@ class Router:
         load_balance_loss=balance_loss,
         z_loss=router_z_loss(logits, token_mask, experts_dim),
         statistics=_statistics(router_probs, first_choice, routed, token_mask, experts_dim))
-
-  # Whether later candidate passes are only for tokens earlier ones left unplaced.
-  _exclusive_passes = True
 
   def router_logits(self, inputs: mtf.Tensor, experts_dim: mtf.Dimension, train: bool,
                     variable_dtype: mtf.VariableDType, name: str = "router") -> mtf.Tensor:
