@@ -185,7 +185,9 @@ class _RoutedExperts(transformer.TransformerLayer):
       load_balance_loss_coef: alpha of eq. 4 (paper: 0.01).
       z_loss_coef: router z-loss coefficient (ST-MoE; 0 = off, the paper's setting).
       router: the router component (``@mtf_switch.SwitchRouter()``, ``@mtf_switch.MoERouter()``);
-        None builds the layer's default router from the keywords below.
+        None builds the layer's default router from the keywords below (gin bindings of
+        that router class, e.g. ``mtf_switch.SwitchRouter.policy_train``, fill in the
+        settings the layer keywords leave unset).
       router_policy_train, router_policy_eval, jitter_eps, router_input_dropout_rate,
         sample_temperature, router_dtype: the default router's settings (``routing.Router``'s
         policy_train, policy_eval, jitter_eps, input_dropout_rate, sample_temperature,
