@@ -9,9 +9,10 @@ the project's gin-configurable layers and the ``mtf_switch.init_seed`` binding f
 from mtf_switch import compat  # noqa: F401  (must run before mesh_tensorflow is imported)
 
 # isort: split
-from mtf_switch import attention, embedding, layers, seeding  # noqa: F401  (register the gin configurables)
+from mtf_switch import attention, embedding, layers, routing, seeding  # noqa: F401  (gin configurables)
 from mtf_switch.attention import SwitchAttention  # noqa: F401
 from mtf_switch.embedding import GatherVocabEmbedding  # noqa: F401
 from mtf_switch.layers import MoEFFN, SwitchFFN  # noqa: F401
+from mtf_switch.routing import MoERouter, SwitchRouter  # noqa: F401
 
 seeding.install()

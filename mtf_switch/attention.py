@@ -1,6 +1,7 @@
 """Switch attention (paper App. A): experts in the query, key and value projections.
 
-Each token is routed once by a Switch (top-1) router; its expert e then projects it with
+Each token is routed once by the layer's router (a ``SwitchRouter`` by default, or any router
+given as ``router=``, the same component the FFN layers take); its expert e then projects it with
 expert-specific weights W_q^e, W_k^e, W_v^e ([experts, d_model, heads * d_kv] each, stored as
 one [experts, d_model, 3 * heads * d_kv] kernel), and the projections are scaled by the gate
 p_e(x), as in eq. 2. Attention itself (scores, softmax, output projection W_o) is Mesh-TF's
@@ -12,11 +13,13 @@ keys with values; App. A describes Switch layers replacing the projection matric
 each expert is exactly one linear projection and k and v stay distinct.
 """
 
+import inspect
+
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 from mesh_tensorflow.transformer import attention, transformer_layers
 
-from mtf_switch import layers, routing
+from mtf_switch import layers
 
 QKV_DIM_NAME = "qkv"
 
@@ -28,11 +31,6 @@ class _SwitchProjections(layers._RoutedExperts):
     super().__init__(**kwargs)
     self.projection_size = projection_size
 
-  def _route(self, grouped_inputs, token_mask, experts_dim, capacity_dim, train,
-             variable_dtype):
-    return routing.route_top1(grouped_inputs, token_mask, experts_dim, capacity_dim,
-                              self.router_config, train, variable_dtype)
-
   def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype,
                           filled_slots=None):
     del train, filled_slots  # one linear projection: empty slots cost little here
@@ -43,6 +41,13 @@ class _SwitchProjections(layers._RoutedExperts):
         variable_dtype=variable_dtype,
         kernel_initializer=mtf.layers.VarianceScalingInitializer(scale=self.init_scale),
         name="qkv")
+
+
+# The routed-experts settings SwitchAttention hands to its projections: those of
+# ``layers._RoutedExperts`` plus the Switch router's No-Token-Left-Behind setting.
+ROUTED_PARAMETERS = tuple(
+    name for name in inspect.signature(layers._RoutedExperts.__init__).parameters
+    if name not in ("self", "router_keywords")) + ("num_overflow_choices",)
 
 
 class _ExpertProjectionParams(attention.AttentionParams):
@@ -95,26 +100,22 @@ class SwitchAttention(transformer_layers.SelfAttention):
   """Multi-head self-attention whose q/k/v projections are Switch experts (App. A).
 
   Args:
-    num_experts, group_size, capacity_factor_train, capacity_factor_eval,
+    router, num_experts, group_size, capacity_factor_train, capacity_factor_eval,
     min_expert_capacity, load_balance_loss_coef, z_loss_coef, router_policy_train,
     router_policy_eval, jitter_eps, router_input_dropout_rate, sample_temperature,
-    init_scale, summaries, dispatch_path: the routing settings, as for
-    ``mtf_switch.SwitchFFN``.
+    router_dtype, num_overflow_choices, init_scale, summaries, dispatch_path,
+    skip_empty_slots: the routing settings (``ROUTED_PARAMETERS``), exactly as for
+      ``mtf_switch.SwitchFFN``; the default router is a ``SwitchRouter``.
     num_heads, key_value_size, dropout_rate, relative_attention_type, ...: as for
-      Mesh-TF's SelfAttention (``**attention_kwargs``); only separate k and v
-      (shared_kv=False), combined dims and all heads reading all memory heads
-      (num_memory_heads=0) are supported.
+      Mesh-TF's SelfAttention; only separate k and v (shared_kv=False), combined dims and
+      all heads reading all memory heads (num_memory_heads=0) are supported.
   """
 
-  def __init__(self, num_experts: int = 8, group_size: int = 1024,
-               capacity_factor_train: float = 1.25, capacity_factor_eval: float = 2.0,
-               min_expert_capacity: int = 4, load_balance_loss_coef: float = 1e-2,
-               z_loss_coef: float = 0.0, router_policy_train: str = "input_jitter",
-               router_policy_eval: str = "argmax", jitter_eps: float = 1e-2,
-               router_input_dropout_rate: float = 0.1, sample_temperature: float = 1.0,
-               init_scale: float = 0.1, summaries: bool = True, dispatch_path: str = "auto",
-               **attention_kwargs):
-    super().__init__(**attention_kwargs)
+  _extra_gin_parameters = ROUTED_PARAMETERS
+
+  def __init__(self, **kwargs):
+    routed = {name: kwargs.pop(name) for name in ROUTED_PARAMETERS if name in kwargs}
+    super().__init__(**kwargs)
     for name, unsupported in (("shared_kv", self.shared_kv),
                               ("num_memory_heads", self.num_memory_heads),
                               ("keep_query_heads_dims", self.keep_query_heads_dims),
@@ -124,15 +125,7 @@ class SwitchAttention(transformer_layers.SelfAttention):
     if not self.combine_dims:
       raise ValueError("SwitchAttention needs combine_dims=True")
     self.projections = _SwitchProjections(
-        projection_size=self.num_heads * self.key_value_size,
-        num_experts=num_experts, group_size=group_size,
-        capacity_factor_train=capacity_factor_train,
-        capacity_factor_eval=capacity_factor_eval, min_expert_capacity=min_expert_capacity,
-        load_balance_loss_coef=load_balance_loss_coef, z_loss_coef=z_loss_coef,
-        router_policy_train=router_policy_train, router_policy_eval=router_policy_eval,
-        jitter_eps=jitter_eps, router_input_dropout_rate=router_input_dropout_rate,
-        sample_temperature=sample_temperature, init_scale=init_scale, summaries=summaries,
-        dispatch_path=dispatch_path)
+        projection_size=self.num_heads * self.key_value_size, **routed)
 
   def make_params(self, context):
     heads = [mtf.Dimension("heads", self.num_heads)] if self.num_heads > 1 else None

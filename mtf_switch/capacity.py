@@ -21,6 +21,8 @@ Two deliberate differences from ``mesh_tensorflow.transformer.moe``, both tested
 import dataclasses
 import math
 
+from mtf_switch import settings
+
 
 @dataclasses.dataclass(frozen=True)
 class GroupPlan:
@@ -40,8 +42,12 @@ class GroupPlan:
 
 
 def require_positive_int(name: str, value) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+  settings.positive_int(name, value)
+
+
+def check_capacity_factor(name: str, value) -> float:
+  """value, if it is a finite number > 0 (``name`` says which factor, for the message)."""
+  return settings.positive_number(name, value)
 
 
 def plan_groups(num_tokens: int, max_group_size: int, num_group_shards: int = 1) -> GroupPlan:
@@ -58,8 +64,9 @@ def plan_groups(num_tokens: int, max_group_size: int, num_group_shards: int = 1)
     num_group_shards, and tokens_per_group <= max_group_size.
 
   Raises:
-    ValueError: naming the offending value, if the sizes are not positive integers or the
-      tokens cannot be split evenly over the mesh dimension.
+    ValueError: naming the offending value, if the sizes are not positive integers, the
+      tokens cannot be split evenly over the mesh dimension, or they only split into groups
+      of one token (unless max_group_size is 1, or there is one token per device).
   """
   require_positive_int("num_tokens", num_tokens)
   require_positive_int("max_group_size", max_group_size)
@@ -74,7 +81,19 @@ def plan_groups(num_tokens: int, max_group_size: int, num_group_shards: int = 1)
   # num_groups == num_tokens, which divides num_tokens and is a multiple of the shards.
   while num_tokens % num_groups:
     num_groups += num_group_shards
-  return GroupPlan(num_groups=num_groups, tokens_per_group=num_tokens // num_groups)
+  tokens_per_group = num_tokens // num_groups
+  # Groups of one token route nothing (every token gets its expert, capacity 1) and make the
+  # one-hot dispatch num_experts times the size of the batch. That is no Switch layer, so it
+  # is an error unless asked for (max_group_size=1) or forced (one token per device).
+  if tokens_per_group == 1 and max_group_size > 1 and num_tokens > num_group_shards:
+    one_group_per_device = num_tokens // num_group_shards
+    raise ValueError(
+        f"cannot form routing groups: num_tokens={num_tokens} (batch x length) over "
+        f"{num_group_shards} device(s) only splits into groups of at most "
+        f"group_size={max_group_size} as {num_tokens} groups of 1 token, which would route "
+        f"nothing; use a batch x length with a divisor <= {max_group_size} per device, or "
+        f"group_size >= {one_group_per_device}")
+  return GroupPlan(num_groups=num_groups, tokens_per_group=tokens_per_group)
 
 
 def expert_capacity(tokens_per_group: int, num_experts: int, capacity_factor: float,
@@ -91,9 +110,7 @@ def expert_capacity(tokens_per_group: int, num_experts: int, capacity_factor: fl
   require_positive_int("tokens_per_group", tokens_per_group)
   require_positive_int("num_experts", num_experts)
   require_positive_int("min_expert_capacity", min_expert_capacity)
-  if (isinstance(capacity_factor, bool) or not isinstance(capacity_factor, (int, float))
-      or not math.isfinite(capacity_factor) or capacity_factor <= 0):
-    raise ValueError(f"capacity_factor must be a finite number > 0, got {capacity_factor!r}")
+  check_capacity_factor("capacity_factor", capacity_factor)
   # The small tolerance keeps float noise (e.g. 1024 * 1.1 / 32) from adding a whole slot.
   capacity = math.ceil(tokens_per_group * capacity_factor / num_experts - 1e-9)
   return min(max(capacity, min_expert_capacity), tokens_per_group)

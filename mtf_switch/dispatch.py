@@ -20,6 +20,9 @@ Two interchangeable paths, the same outputs and gradients:
     is a segment sum), and reach the router through the gate. Each device must hold whole
     d_model rows (the layer falls back to einsum under "auto" when a layout splits d_model).
 
+``plan_dispatch`` is the one place that picks the path and every fallback (TPU or not, a
+split d_model, the packed expert FFN); the layer then runs one method per path.
+
 Expert parallelism (both paths): when the experts dimension is laid out on the same mesh
 dimension as the groups (layout ``experts:batch`` beside ``batch:batch``), the slot tensor is
 built split over groups and re-split over experts by a reshape, which Mesh-TF lowers to an
@@ -28,12 +31,13 @@ dimension is not laid out, the groups stay split and nothing moves (re-splitting
 replicate every group on every device, which is what moe.py does under pure data parallelism).
 """
 
+import dataclasses
 from typing import Sequence
 
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 
-from mtf_switch import routing
+from mtf_switch import routing, settings
 
 PATHS = ("auto", "einsum", "gather")
 
@@ -56,8 +60,7 @@ def materialized(x: mtf.Tensor) -> mtf.Tensor:
 
 
 def check_path(path: str) -> None:
-  if path not in PATHS:
-    raise ValueError(f"unknown dispatch_path={path!r}; expected one of {PATHS}")
+  settings.one_of("dispatch_path", path, PATHS)
 
 
 def building_for_tpu() -> bool:
@@ -83,6 +86,95 @@ def resolve_path(path: str) -> str:
   if path != "auto":
     return path
   return "einsum" if building_for_tpu() else "gather"
+
+
+@dataclasses.dataclass(frozen=True)
+class DispatchPlan:
+  """How one layer application moves tokens, decided once by ``plan_dispatch``.
+
+  Attributes:
+    path: "einsum" or "gather".
+    packed_experts: gather path only: run the expert FFN on the filled slots only
+      (``packed_experts``).
+    experts_are_split: the layout puts the experts dimension on a mesh dimension, so the
+      slot tensor is re-split over experts by an all-to-all.
+  """
+
+  path: str
+  packed_experts: bool
+  experts_are_split: bool
+
+
+def plan_dispatch(requested: str, *, model_split: int, groups_split: int,
+                  experts_are_split: bool, experts_can_pack: bool,
+                  skip_empty_slots: bool, model_dim_name: str = "d_model") -> DispatchPlan:
+  """The one place that picks the dispatch path and every fallback.
+
+  Args:
+    requested: the layer's ``dispatch_path`` ("auto", "einsum" or "gather").
+    model_split: devices the layout splits d_model over.
+    groups_split: devices the layout splits the groups (the batch) over.
+    experts_are_split: whether the layout puts the experts dimension on a mesh dimension.
+    experts_can_pack: the expert computation has a filled-slots-only variant, and the
+      layout keeps its inner dimensions whole on each device (``packed_experts``).
+    skip_empty_slots: the layer's setting: use that variant when it is allowed.
+    model_dim_name: the name of d_model, for the error message.
+
+  Rules, in order:
+    1. "auto" is "einsum" inside a TPU computation, "gather" elsewhere (``resolve_path``).
+    2. The gather path moves whole d_model rows: a layout that splits d_model falls back
+       to "einsum" under "auto", and is an error when "gather" was asked for by name.
+    3. The packed expert FFN runs on the gather path only, outside TPU computations (its
+       row count is dynamic), when the experts can pack, and when no expert weight is
+       replicated across devices holding different groups: the packed FFN is a slicewise
+       op whose gradient is TensorFlow's per device, so pure data parallelism (groups split,
+       experts not) would need an all-reduce of the weight gradients it does not do.
+
+  Raises:
+    ValueError: naming the value, for an unknown path or "gather" on a split d_model.
+  """
+  path = resolve_path(requested)
+  if path == "gather" and model_split > 1:
+    if requested == "gather":
+      raise ValueError(
+          f"dispatch_path='gather' needs whole d_model rows on each device; the layout splits "
+          f"'{model_dim_name}' {model_split} ways (use dispatch_path='einsum')")
+    path = "einsum"
+  groups_whole = experts_are_split or groups_split == 1
+  packed = (path == "gather" and skip_empty_slots and experts_can_pack and groups_whole
+            and not building_for_tpu())
+  return DispatchPlan(path=path, packed_experts=packed, experts_are_split=experts_are_split)
+
+
+def _slot_tensor(values: mtf.Tensor, expert: mtf.Tensor, slot: mtf.Tensor,
+                 experts_dim: mtf.Dimension, expert_capacity_dim: mtf.Dimension,
+                 dtype) -> mtf.Tensor:
+  """[g, t] values placed at [g, t, e, c] (expert, slot), built directly in dtype.
+
+  The float32 factor is only [g, t, e]; the [g, t, e, c] product exists once, in dtype.
+  """
+  per_expert = mtf.one_hot(mtf.to_int32(expert), experts_dim, dtype=tf.float32) * values
+  return mtf.cast(per_expert, dtype) * mtf.one_hot(
+      mtf.to_int32(slot), expert_capacity_dim, dtype=dtype)
+
+
+def _slot_tensor_of(route: routing.RoutingResult, value_of, dtype) -> mtf.Tensor:
+  total = None
+  for choice in route.choices:
+    placed = _slot_tensor(value_of(choice), choice.expert, choice.slot, route.experts_dim,
+                          route.expert_capacity_dim, dtype)
+    total = placed if total is None else total + placed
+  return total
+
+
+def dispatch_mask(route: routing.RoutingResult, dtype) -> mtf.Tensor:
+  """[groups, tokens_per_group, experts_unsplit, expert_capacity] 0/1, in dtype."""
+  return _slot_tensor_of(route, lambda choice: choice.kept, dtype)
+
+
+def combine_weights(route: routing.RoutingResult, dtype) -> mtf.Tensor:
+  """[groups, tokens_per_group, experts_unsplit, expert_capacity] gates, in dtype."""
+  return _slot_tensor_of(route, lambda choice: choice.gate, dtype)
 
 
 def to_expert_major(slot_tensor: mtf.Tensor, experts_dim: mtf.Dimension,
@@ -266,7 +358,11 @@ def gather_combine(expert_outputs: mtf.Tensor, choices: Sequence[routing.TokenCh
 def filled_slots(route: routing.RoutingResult, experts_dim: mtf.Dimension,
                  groups_dim: mtf.Dimension, experts_are_split: bool) -> mtf.Tensor:
   """[experts, groups(_unsplit)] float32 filled-slot counts, laid out like the expert inputs."""
-  counts = route.filled_slots()  # [groups, experts_unsplit]
-  experts_unsplit = counts.shape.dims[1]
-  counts = mtf.transpose(counts, [experts_unsplit, groups_dim])
+  counts = None  # [groups, experts_unsplit]
+  for choice in route.choices:
+    per_token = mtf.one_hot(mtf.to_int32(choice.expert), route.experts_dim,
+                            dtype=tf.float32) * choice.kept
+    count = mtf.reduce_sum(per_token, reduced_dim=per_token.shape.dims[1])
+    counts = count if counts is None else counts + count
+  counts = mtf.transpose(counts, [route.experts_dim, groups_dim])
   return to_expert_major(counts, experts_dim, experts_are_split)

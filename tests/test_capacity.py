@@ -11,7 +11,8 @@ from mtf_switch import capacity
     (1536, 1024, 1, (2, 768)),    # moe.py would make one group of 1536 > 1024
     (1000, 1024, 1, (1, 1000)),   # fewer tokens than a group
     (96, 40, 2, (4, 24)),         # 3 groups needed, rounded up to a multiple of 2
-    (7, 4, 1, (7, 1)),            # prime: only groups of one fit under 4
+    (7, 1, 1, (7, 1)),            # groups of one token, when asked for
+    (8, 1024, 8, (8, 1)),         # one token per device: nothing else is possible
 ])
 def test_plan_groups_by_hand(num_tokens, max_group_size, shards, expected):
   plan = capacity.plan_groups(num_tokens, max_group_size, shards)
@@ -19,6 +20,20 @@ def test_plan_groups_by_hand(num_tokens, max_group_size, shards, expected):
   assert plan.num_tokens == num_tokens
   assert plan.num_groups % shards == 0
   assert plan.tokens_per_group <= max_group_size
+
+
+@pytest.mark.parametrize("num_tokens, max_group_size, shards, smallest_fix", [
+    (7, 4, 1, 7),       # prime: only groups of one fit under 4
+    (1031, 1024, 1, 1031),
+    (14, 4, 2, 7),      # 7 tokens per device, prime
+])
+def test_plan_groups_rejects_tokens_that_only_form_one_token_groups(num_tokens, max_group_size,
+                                                                   shards, smallest_fix):
+  with pytest.raises(ValueError, match=rf"num_tokens={num_tokens} .* groups of 1 token.*"
+                                       rf"group_size >= {smallest_fix}"):
+    capacity.plan_groups(num_tokens, max_group_size, shards)
+  # The suggested group size works.
+  assert capacity.plan_groups(num_tokens, smallest_fix, shards).tokens_per_group == smallest_fix
 
 
 def test_plan_groups_rejects_tokens_that_do_not_tile_the_mesh():

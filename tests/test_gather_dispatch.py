@@ -82,11 +82,13 @@ def _run(config_name, path, layout_name="single", skip_empty_slots=True, train=T
   x, probe, nonpadding, weights = _data(kwargs.get("activation", "relu"))
   mesh_shape, layout = LAYOUTS[layout_name]
 
+  op_names = []
+
   def build(mesh, inputs):
-    del mesh
     out = layer.apply(inputs["x"], train=train, variable_dtype=F32, layout=layout,
                       mesh_shape=mesh_shape,
                       nonpadding=inputs["nonpadding"] if padding else None)
+    op_names.extend(op.name for op in mesh.graph.operations)
     loss = mtf.reduce_sum(out.outputs * inputs["probe"]) + out.aux_loss
     stats = out.routing.statistics
     return {"y": out.outputs, "aux": out.aux_loss, "loss": loss, "load": stats.expert_fraction,
@@ -94,8 +96,14 @@ def _run(config_name, path, layout_name="single", skip_empty_slots=True, train=T
 
   inputs = {"x": (x, _dims()), "probe": (probe, _dims()),
             "nonpadding": (nonpadding, _dims()[:2])}
-  return run_on_mesh(build, inputs, mesh_shape=mesh_shape, layout=layout, weights=weights,
-                     grad_of="loss")
+  run = run_on_mesh(build, inputs, mesh_shape=mesh_shape, layout=layout, weights=weights,
+                    grad_of="loss")
+  run.op_names = op_names  # the Mesh-TF graph's operations, to see which path was built
+  return run
+
+
+def _built_packed_ffn(run):
+  return any("packed_expert_ffn" in name for name in run.op_names)
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,8 +134,11 @@ def _assert_same_as_reference(run, ref):
 @pytest.mark.parametrize("skip_empty_slots", [True, False], ids=["packed", "all_slots"])
 @pytest.mark.parametrize("config_name", list(CONFIGS))
 def test_gather_path_matches_einsum_path(config_name, skip_empty_slots):
-  _assert_same_as_reference(_run(config_name, "gather", skip_empty_slots=skip_empty_slots),
-                            _reference(config_name))
+  run = _run(config_name, "gather", skip_empty_slots=skip_empty_slots)
+  # The "packed" case really ran the filled-slots-only FFN, and "all_slots" did not.
+  assert _built_packed_ffn(run) == skip_empty_slots
+  assert not _built_packed_ffn(_reference(config_name))
+  _assert_same_as_reference(run, _reference(config_name))
 
 
 @pytest.mark.parametrize("config_name", ["switch_drops", "top2_tight"])
@@ -210,6 +221,46 @@ def test_auto_is_gather_on_cpu_and_einsum_inside_a_tpu_computation():
     assert dispatch.resolve_path("auto") == "einsum"
   assert dispatch.resolve_path("einsum") == "einsum"
   assert dispatch.resolve_path("gather") == "gather"
+
+
+def _plan(requested="auto", model_split=1, groups_split=1, experts_are_split=False,
+          experts_can_pack=True, skip_empty_slots=True):
+  return dispatch.plan_dispatch(requested, model_split=model_split, groups_split=groups_split,
+                                experts_are_split=experts_are_split,
+                                experts_can_pack=experts_can_pack,
+                                skip_empty_slots=skip_empty_slots)
+
+
+def test_one_function_decides_the_path_and_every_fallback():
+  plan = _plan()
+  assert (plan.path, plan.packed_experts) == ("gather", True)
+  with tpu_function.tpu_shard_context(8):
+    assert (_plan().path, _plan().packed_experts) == ("einsum", False)
+    assert (_plan("gather").path, _plan("gather").packed_experts) == ("gather", False)
+  assert (_plan("einsum").path, _plan("einsum").packed_experts) == ("einsum", False)
+  # A split d_model: "auto" falls back to einsum, "gather" by name is an error.
+  assert _plan(model_split=2).path == "einsum"
+  with pytest.raises(ValueError, match="dispatch_path='gather' needs whole d_model rows"):
+    _plan("gather", model_split=2)
+  # The packed FFN: only when allowed, the experts can pack, and no weight is replicated
+  # across devices that hold different groups (pure data parallelism).
+  assert not _plan(skip_empty_slots=False).packed_experts
+  assert not _plan(experts_can_pack=False).packed_experts
+  assert not _plan(groups_split=4).packed_experts
+  assert _plan(groups_split=4, experts_are_split=True).packed_experts
+  assert _plan(experts_are_split=True).experts_are_split
+
+
+def test_the_layer_follows_the_plan():
+  """The plan the layer reports is the path whose ops are in the graph."""
+  for layout_name, expect_packed in (("single", True), ("data", False), ("model", False),
+                                     ("expert_data", True)):
+    run = _run("switch_drops", "gather", layout_name=layout_name)
+    assert _built_packed_ffn(run) == expect_packed, layout_name
+  gather = _run("switch_drops", "auto")
+  assert any("gather_dispatch" in name for name in gather.op_names)
+  einsum = _reference("switch_drops")
+  assert not any("gather_dispatch" in name for name in einsum.op_names)
 
 
 @pytest.mark.parametrize("cls", [layers.SwitchFFN, layers.MoEFFN])

@@ -187,10 +187,39 @@ def test_no_token_left_behind_outputs_match_moe_py_but_loss_uses_first_choices()
   assert abs(ours.outputs["aux"] - ref.outputs["aux"]) > 1e-6
 
 
+def _moe_py_graph_sizes(num_tokens, num_experts, capacity_factor):
+  """(group size, expert capacity) that moe.py's own layer builds for one sequence."""
+  layer = moe.MoE1D(num_experts=num_experts, hidden_size=HIDDEN, group_size=num_tokens,
+                    capacity_factor_train=capacity_factor, min_expert_capacity=1,
+                    moe_gating="switch", switch_policy_train="argmax", activation="relu")
+  with tf.Graph().as_default():
+    mesh = mtf.Mesh(mtf.Graph(), "mesh")
+    x = mtf.zeros(mesh, _dims(1, num_tokens))
+    moe.transformer_moe_layer_v1(
+        x, x.shape.dims[-1], layer._hparams, True, F32, layout="", mesh_shape="",
+        nonpadding=mtf.ones(mesh, x.shape.dims[:-1], tf.float32), activation="relu")
+    sizes = {dim.name: dim.size for op in mesh.graph.operations for t in op.outputs
+             for dim in t.shape.dims}
+  return sizes["group"], sizes["expert_capacity"]
+
+
+def _our_sizes(num_tokens, num_experts, capacity_factor):
+  layer = layers.SwitchFFN(num_experts=num_experts, hidden_size=HIDDEN, group_size=num_tokens,
+                           capacity_factor_train=capacity_factor, min_expert_capacity=1,
+                           router_policy_train="argmax", summaries=False)
+  with tf.Graph().as_default():
+    mesh = mtf.Mesh(mtf.Graph(), "mesh")
+    out = layer.apply(mtf.zeros(mesh, _dims(1, num_tokens)), train=True, variable_dtype=F32)
+  return out.group_plan.tokens_per_group, out.expert_capacity
+
+
 def test_capacity_rounding_differs_from_moe_py_where_the_division_is_inexact():
-  """1000 tokens... here 40 tokens over 16 experts: moe.py gives int(2.5) = 2 slots, we give 3."""
-  assert capacity.expert_capacity(40, 16, 1.0, 1) == 3
-  assert int(40 * 1.0 / 16) == 2
+  """40 tokens over 16 experts at capacity factor 1.0: moe.py's layer truncates 2.5 to 2
+  slots (32 < 40: a balanced router would drop), ours rounds up to 3. Where the division is
+  exact (32 tokens) the two agree. Both sides are read from the graphs the layers build."""
+  assert _moe_py_graph_sizes(40, 16, 1.0) == (40, 2)
+  assert _our_sizes(40, 16, 1.0) == (40, 3)
+  assert _moe_py_graph_sizes(32, 16, 1.0) == _our_sizes(32, 16, 1.0) == (32, 2)
 
 
 def test_padding_is_left_out_of_the_balance_loss():

@@ -102,7 +102,7 @@ def test_switch_attention_is_layout_independent():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(shared_kv=True), "shared_kv=True"),
     (dict(num_memory_heads=1), "num_memory_heads=1"),
-    (dict(capacity_factor_train=0.0), "capacity_factor must be"),
+    (dict(capacity_factor_train=0.0), "capacity_factor_train must be"),
 ])
 def test_unsupported_attention_settings_fail_at_build_time(kwargs, message):
   with pytest.raises(ValueError, match=message):

@@ -8,7 +8,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from mesh_harness import run_on_mesh
-from mtf_switch import layers, routing
+from mtf_switch import dispatch, layers, routing
 
 F32 = mtf.VariableDType(tf.float32)
 BF16 = mtf.VariableDType(tf.float32, tf.float32, tf.bfloat16)
@@ -141,14 +141,17 @@ def test_router_runs_in_float32_under_bfloat16_activations():
   with graph.as_default():
     mesh = mtf.Mesh(mtf.Graph(), "mesh")
     x = mtf.zeros(mesh, _dims(2, 8, 4), dtype=tf.bfloat16)
-    logits = routing.router_logits(
+    logits = routing.SwitchRouter().router_logits(
         mtf.reshape(x, [mtf.Dimension("batch", 1), mtf.Dimension("tokens", 16), x.shape[-1]]),
-        mtf.Dimension("experts", 4), routing.RouterConfig(), True, BF16)
+        mtf.Dimension("experts", 4), True, BF16)
     assert logits.dtype == tf.float32
     out = layer.apply(x, train=True, variable_dtype=BF16)
     assert out.outputs.dtype == tf.bfloat16
-    assert out.routing.dispatch_mask.dtype == tf.bfloat16
-    assert out.routing.combine_weights.dtype == tf.bfloat16
+    # The router's small per-token choices are float32; the einsum path's one-hot tensors
+    # are built from them in the activation dtype.
+    assert {t.dtype for c in out.routing.choices
+            for t in (c.expert, c.slot, c.kept, c.gate)} == {tf.float32}
+    assert dispatch.dispatch_mask(out.routing, tf.bfloat16).dtype == tf.bfloat16
     assert out.routing.load_balance_loss.dtype == tf.float32
     assert out.routing.statistics.router_entropy.dtype == tf.float32
     # The router's softmax is computed on float32 tensors: no bfloat16 softmax in the graph.
@@ -187,11 +190,11 @@ def test_bfloat16_router_option_computes_logits_and_softmax_in_bfloat16():
   experts = mtf.Dimension("experts", 4)
   results = {}
   for dtype in routing.ROUTER_DTYPES:
-    config = routing.RouterConfig(policy_train="argmax", dtype=dtype)
+    switch_router = routing.SwitchRouter(policy_train="argmax", dtype=dtype)
 
-    def build(mesh, inputs, config=config):
-      logits, probs = routing.router_probabilities(
-          mtf.cast(inputs["x"], tf.bfloat16), experts, config, True, BF16)
+    def build(mesh, inputs, switch_router=switch_router):
+      logits, probs = switch_router._compute_router_probabilities(  # noqa: SLF001
+          mtf.cast(inputs["x"], tf.bfloat16), experts, True, BF16)
       assert logits.dtype == probs.dtype == tf.float32
       return {"logits": logits, "probs": probs}
 
@@ -275,14 +278,14 @@ def test_input_jitter_moves_logits_by_at_most_eps_times_the_input_contributions(
   rng = np.random.RandomState(11)
   x = rng.randn(2, 16, 4).astype(np.float32)
   router = rng.randn(4, 3).astype(np.float32)
-  config = routing.RouterConfig(policy_train="input_jitter", jitter_eps=eps)
+  switch_router = routing.SwitchRouter(policy_train="input_jitter", jitter_eps=eps)
   dims = [mtf.Dimension("batch", 2), mtf.Dimension("tokens", 16), mtf.Dimension("d_model", 4)]
   experts = mtf.Dimension("experts", 3)
 
   def build(mesh, inputs):
     with tf.variable_scope("shared", reuse=tf.AUTO_REUSE):
-      jittered = routing.router_logits(inputs["x"], experts, config, True, F32)
-      clean = routing.router_logits(inputs["x"], experts, config, False, F32)
+      jittered = switch_router.router_logits(inputs["x"], experts, True, F32)
+      clean = switch_router.router_logits(inputs["x"], experts, False, F32)
     return {"jittered": jittered, "clean": clean}
 
   run = run_on_mesh(build, {"x": (x, dims)}, weights={"router/kernel": router})
@@ -369,8 +372,8 @@ def test_summaries_name_the_layer():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(capacity_factor_train=0.0), "capacity_factor must be .* got 0.0"),
-    (dict(capacity_factor_eval=-1.0), "capacity_factor must be .* got -1.0"),
+    (dict(capacity_factor_train=0.0), "capacity_factor_train must be .* got 0.0"),
+    (dict(capacity_factor_eval=-1.0), "capacity_factor_eval must be .* got -1.0"),
     (dict(router_policy_train="jitter"), "router policy_train='jitter'"),
     (dict(router_policy_eval="top2"), "router policy_eval='top2'"),
     (dict(activation="tanh"), "activation='tanh'"),
@@ -402,10 +405,11 @@ def test_top2_sends_each_token_to_two_experts_with_gates_summing_to_one():
 
   def build(mesh, inputs):
     out = layer.apply(inputs["x"], train=True, variable_dtype=F32)
-    dims = out.routing.combine_weights.shape.dims
-    return {"per_token_weight": mtf.reduce_sum(out.routing.combine_weights,
-                                               output_shape=dims[:2]),
-            "per_token_slots": mtf.reduce_sum(out.routing.dispatch_mask, output_shape=dims[:2])}
+    combine_weights = dispatch.combine_weights(out.routing, tf.float32)
+    dims = combine_weights.shape.dims
+    return {"per_token_weight": mtf.reduce_sum(combine_weights, output_shape=dims[:2]),
+            "per_token_slots": mtf.reduce_sum(dispatch.dispatch_mask(out.routing, tf.float32),
+                                              output_shape=dims[:2])}
 
   run = run_on_mesh(build, {"x": (x, _dims(1, 8, 3))},
                     weights={"router/kernel": rng.randn(3, 4).astype(np.float32)})
@@ -428,10 +432,11 @@ def test_layers_are_configured_from_gin_and_typos_are_reported():
     try:
       assert layers.SwitchFFN().num_experts == 128
       assert layers.SwitchFFN().activation == "geglu"
-      assert layers.MoEFFN().second_policy_eval == "none"
+      assert layers.MoEFFN().router.second_policy_eval == "none"
       import mtf_switch.attention as switch_attention
       assert switch_attention.SwitchAttention().num_heads == 4
-      with pytest.raises(ValueError, match="num_expert"):
+      # Quoted, so that a message about (correctly spelled) num_experts does not match.
+      with pytest.raises(ValueError, match="'num_expert'"):
         gin.parse_config("mtf_switch.SwitchFFN.num_expert = 2")
     finally:
       gin.clear_config()
@@ -466,3 +471,161 @@ def test_summaries_are_written_as_tensorflow_summaries_on_a_cpu_mesh():
   assert values[prefix + "expert_load/000"] == pytest.approx(4.0)  # all load on one of 4
   assert values[prefix + "expert_load_max"] == pytest.approx(4.0)
   assert values[prefix + "expert_load_min"] == pytest.approx(0.0)
+
+
+# --- Routers as components --------------------------------------------------------------
+
+def _outputs_of(layer, x, weights, train=True):
+  run = _apply(layer, x, weights, train=train)
+  return run.outputs["y"], run.outputs["aux"], run.outputs["dropped"]
+
+
+def _routing_weights(num_experts, d_model=4, hidden=6, seed=13):
+  rng = np.random.RandomState(seed)
+  return {"router/kernel": rng.randn(d_model, num_experts).astype(np.float32) * 2.0,
+          "wi/kernel": rng.randn(num_experts, d_model, hidden).astype(np.float32),
+          "wo/kernel": rng.randn(num_experts, hidden, d_model).astype(np.float32)}
+
+
+@pytest.mark.parametrize("given_router, old_keywords, cls", [
+    (routing.SwitchRouter(policy_train="argmax"), dict(router_policy_train="argmax"),
+     layers.SwitchFFN),
+    (routing.SwitchRouter(policy_train="argmax", num_overflow_choices=2),
+     dict(router_policy_train="argmax", num_overflow_choices=2), layers.SwitchFFN),
+    (routing.MoERouter(second_policy_train="all"), dict(second_policy_train="all"),
+     layers.MoEFFN),
+], ids=["switch", "ntlb", "top2"])
+def test_a_given_router_routes_like_the_one_built_from_the_old_keywords(given_router,
+                                                                        old_keywords, cls):
+  common = dict(num_experts=4, hidden_size=6, group_size=16, capacity_factor_train=1.0,
+                min_expert_capacity=1, summaries=False)
+  x = np.random.RandomState(14).randn(2, 8, 4).astype(np.float32)
+  weights = _routing_weights(4)
+  old = _outputs_of(cls(**common, **old_keywords), x, weights)
+  # The router decides the algorithm: a SwitchFFN given a MoERouter is the top-2 layer.
+  new = _outputs_of(layers.SwitchFFN(router=given_router, **common), x, weights)
+  assert old[2] > 0.0  # the capacity binds, so the routers' slot filling matters
+  for old_value, new_value in zip(old, new, strict=True):
+    np.testing.assert_array_equal(new_value, old_value)
+
+
+def test_routers_are_gin_configurable_components():
+  import gin
+  import mtf_switch  # noqa: F401
+
+  with gin.unlock_config():
+    gin.clear_config()
+    gin.parse_config("""
+        mtf_switch.SwitchFFN.router = @mtf_switch.SwitchRouter()
+        mtf_switch.SwitchRouter.policy_train = "sample"
+        mtf_switch.SwitchRouter.num_overflow_choices = 1
+        mtf_switch.MoEFFN.router = @mtf_switch.MoERouter()
+        mtf_switch.MoERouter.second_threshold = 0.5
+        mtf_switch.SwitchAttention.router = @mtf_switch.SwitchRouter()
+    """)
+    try:
+      router = layers.SwitchFFN().router
+      assert isinstance(router, routing.SwitchRouter)
+      assert (router.policy_train, router.num_overflow_choices) == ("sample", 1)
+      assert layers.MoEFFN().router.second_threshold == 0.5
+      import mtf_switch.attention as switch_attention
+      assert switch_attention.SwitchAttention().projections.router.policy_train == "sample"
+      with pytest.raises(ValueError, match="'polcy_train'"):
+        gin.parse_config("mtf_switch.SwitchRouter.polcy_train = 'argmax'")
+    finally:
+      gin.clear_config()
+
+
+def test_a_router_setting_beside_a_given_router_is_an_error():
+  with pytest.raises(ValueError, match="jitter_eps=0.05 is a router setting.*SwitchRouter"):
+    layers.SwitchFFN(router=routing.SwitchRouter(), jitter_eps=0.05)
+  with pytest.raises(ValueError, match="second_threshold=0.3 is a router setting"):
+    layers.MoEFFN(router=routing.MoERouter(), second_threshold=0.3)
+  with pytest.raises(ValueError, match="router must be a mtf_switch Router"):
+    layers.SwitchFFN(router="switch")
+
+
+def test_the_router_checks_its_settings_against_the_layer_once():
+  # The router owns the check; the layer calls it at construction, before any graph.
+  with pytest.raises(ValueError, match="num_overflow_choices=3 must be .* = 2"):
+    layers.SwitchFFN(num_experts=3, router=routing.SwitchRouter(num_overflow_choices=3))
+  with pytest.raises(ValueError, match="num_experts=1 is too few"):
+    layers.SwitchFFN(num_experts=1, router=routing.MoERouter())
+
+
+def test_switch_attention_takes_the_router_settings_of_the_ffn_layers():
+  import mtf_switch.attention as switch_attention
+
+  layer = switch_attention.SwitchAttention(router_dtype="bfloat16", num_overflow_choices=1,
+                                           num_experts=4)
+  assert layer.projections.router.dtype == "bfloat16"
+  assert layer.projections.router.num_overflow_choices == 1
+  with pytest.raises(ValueError, match="router_dtype='float16'"):
+    switch_attention.SwitchAttention(router_dtype="float16")
+
+
+# --- Bad settings: each a ValueError at construction that names the parameter and value ---
+
+_NAN, _INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("cls, kwargs, message", [
+    # Non-finite init scales gave all-NaN outputs and losses.
+    (layers.SwitchFFN, dict(init_scale=_INF), "init_scale must be a finite number > 0, got inf"),
+    (layers.SwitchFFN, dict(init_scale=_NAN), "init_scale must be a finite number > 0, got nan"),
+    (layers.MoEFFN, dict(init_scale=-_INF), "init_scale must be .* got -inf"),
+    # A number written as a string in gin gave a TypeError that did not name the parameter.
+    (layers.SwitchFFN, dict(init_scale="0.1"), "init_scale must be .* got '0.1'"),
+    (layers.SwitchFFN, dict(capacity_factor_train="1.25"), "capacity_factor_train .* got '1.25'"),
+    (layers.SwitchFFN, dict(jitter_eps="0.01"), "jitter_eps .* got '0.01'"),
+    (layers.SwitchFFN, dict(num_experts="8"), "num_experts must be a positive integer, got '8'"),
+    (layers.SwitchFFN, dict(num_experts=8.0), "num_experts must be a positive integer, got 8.0"),
+    (layers.SwitchFFN, dict(group_size=True), "group_size must be a positive integer, got True"),
+    # MoEFFN accepted thresholds that make "threshold" and "random" meaningless.
+    (layers.MoEFFN, dict(second_threshold=0.0), r"second_threshold must be in \(0, 1\], got 0.0"),
+    (layers.MoEFFN, dict(second_threshold=-1), r"second_threshold must be in \(0, 1\], got -1"),
+    (layers.MoEFFN, dict(second_threshold=_NAN), "second_threshold must be .* got nan"),
+    # Non-finite coefficients and rates.
+    (layers.SwitchFFN, dict(load_balance_loss_coef=_NAN), "load_balance_loss_coef .* got nan"),
+    (layers.SwitchFFN, dict(z_loss_coef=_INF), "z_loss_coef .* got inf"),
+    (layers.SwitchFFN, dict(sample_temperature=_INF), "sample_temperature .* got inf"),
+    (layers.SwitchFFN, dict(router_input_dropout_rate=1.0), "input_dropout_rate .* got 1.0"),
+    (layers.SwitchFFN, dict(expert_dropout_rate=_NAN), "expert_dropout_rate .* got nan"),
+    # Strings where booleans belong are truthy: "false" would have meant True.
+    (layers.SwitchFFN, dict(summaries="false"), "summaries must be True or False, got 'false'"),
+    (layers.SwitchFFN, dict(skip_empty_slots="no"), "skip_empty_slots must be .* got 'no'"),
+    (layers.SwitchFFN, dict(num_overflow_choices=True), "num_overflow_choices=True"),
+    (layers.SwitchFFN, dict(num_overflow_choices=1.0), "num_overflow_choices=1.0"),
+    (layers.SwitchFFN, dict(min_expert_capacity=0), "min_expert_capacity must be .* got 0"),
+    (layers.SwitchFFN, dict(dispatch_path="Gather"), "dispatch_path='Gather'"),
+])
+def test_bad_setting_is_an_error_naming_it(cls, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    cls(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(init_scale=_INF), "init_scale must be a finite number > 0, got inf"),
+    (dict(init_scale="0.1"), "init_scale must be .* got '0.1'"),
+    (dict(num_experts=0), "num_experts must be a positive integer, got 0"),
+    (dict(jitter_eps=_NAN), "jitter_eps .* got nan"),
+])
+def test_bad_switch_attention_setting_is_an_error_naming_it(kwargs, message):
+  import mtf_switch.attention as switch_attention
+
+  with pytest.raises(ValueError, match=message):
+    switch_attention.SwitchAttention(**kwargs)
+
+
+def test_a_batch_that_only_splits_into_one_token_groups_is_an_error_before_any_op():
+  """131 x 1 tokens (prime) with group_size=64: the only groups that fit hold one token each,
+  capacity 1, nothing routed; that used to build silently."""
+  layer = layers.SwitchFFN(num_experts=4, hidden_size=4, group_size=64, summaries=False)
+  with tf.Graph().as_default():
+    mesh = mtf.Mesh(mtf.Graph(), "mesh")
+    with pytest.raises(ValueError, match=r"num_tokens=131 .* groups of 1 token.*group_size >= 131"):
+      layer.apply(mtf.zeros(mesh, _dims(131, 1, 4)), train=True, variable_dtype=F32)
+    assert not mesh.graph.all_variables
+    # One token per sequence is fine when the tokens form real groups (decoding: batch 128).
+    out = layer.apply(mtf.zeros(mesh, _dims(128, 1, 4)), train=False, variable_dtype=F32)
+    assert out.group_plan.tokens_per_group == 64
