@@ -93,8 +93,9 @@ def configurable(cls):
   file is parsed. A class may name more (``_extra_gin_parameters``) that its __init__ takes
   through **kwargs and hands on.
   """
-  import gin  # pylint: disable=import-outside-toplevel
   from mesh_tensorflow.transformer import transformer  # pylint: disable=import-outside-toplevel
+
+  import gin  # pylint: disable=import-outside-toplevel
 
   names = list(getattr(cls, "_extra_gin_parameters", ()))
   for klass in cls.__mro__:

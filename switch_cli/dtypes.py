@@ -20,7 +20,6 @@ import dataclasses
 from typing import Optional
 
 import gin
-
 from switch_cli import PreflightError
 
 SLICE = "utils.get_variable_dtype.slice_dtype"

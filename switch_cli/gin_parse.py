@@ -10,7 +10,6 @@ the task name checked), so their errors come before t5 looks the task up.
 from typing import Callable, Sequence
 
 import gin
-
 from switch_cli import dtypes
 
 

@@ -26,10 +26,10 @@ import re
 import time
 from typing import Callable, Optional
 
-import gin
 import tensorflow.compat.v1 as tf
 from absl import logging
 
+import gin
 from switch_cli import PreflightError
 
 # utils.run modes that restore a checkpoint from model_dir (all but "train").

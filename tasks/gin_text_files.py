@@ -19,7 +19,6 @@ import dataclasses
 from typing import Optional
 
 import gin
-
 from tasks import lines as lines_lib
 from tasks import objectives, text_files
 from tasks import paths as paths_lib

@@ -15,7 +15,7 @@ import tensorflow.compat.v1 as tf
 from mesh_tensorflow.transformer import moe
 
 from mesh_harness import run_on_mesh
-from mtf_switch import capacity, layers
+from mtf_switch import layers
 
 D_MODEL = 8
 HIDDEN = 16

@@ -7,10 +7,10 @@ import codecs
 import random
 import re
 
-import gin
 import pytest
 import sentencepiece as spm
 
+import gin
 import tasks
 from tasks import build_vocab, gin_text_files, registry
 from tasks import vocab as vocab_lib
