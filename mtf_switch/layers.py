@@ -121,7 +121,8 @@ class _RoutedExperts(transformer.TransformerLayer):
                router_dtype: str = "float32",
                summaries: bool = True,
                dispatch_path: str = "auto",
-               skip_empty_slots: bool = True):
+               skip_empty_slots: bool = True,
+               fixed_expert_capacity: Optional[int] = None):
     """Configures routing; every value is checked here, at graph-build time.
 
     Args:
@@ -148,6 +149,9 @@ class _RoutedExperts(transformer.TransformerLayer):
       skip_empty_slots: on the gather path, outside TPU computations, run the expert FFN on
         the filled capacity slots only (``packed_experts``) when each device holds whole
         d_model and d_ff rows; the same results, fewer FLOPs below full capacity.
+      fixed_expert_capacity: None (capacity from the capacity factors), or an absolute number
+        of slots per expert per group, used in training and evaluation alike (Hugging Face's
+        ``expert_capacity``; with ``group_size`` = the sequence length it is HF's routing).
     """
     dispatch_lib.check_path(dispatch_path)
     capacity_lib.require_positive_int("num_experts", num_experts)
@@ -156,6 +160,9 @@ class _RoutedExperts(transformer.TransformerLayer):
     for factor in (capacity_factor_train, capacity_factor_eval):
       capacity_lib.expert_capacity(1, 1, factor, 1)
     capacity_lib.require_positive_int("min_expert_capacity", min_expert_capacity)
+    if fixed_expert_capacity is not None:
+      capacity_lib.require_positive_int("fixed_expert_capacity", fixed_expert_capacity)
+    self.fixed_expert_capacity = fixed_expert_capacity
     _check_nonnegative("load_balance_loss_coef", load_balance_loss_coef)
     _check_nonnegative("z_loss_coef", z_loss_coef)
     self.num_experts = num_experts
@@ -253,8 +260,12 @@ class _RoutedExperts(transformer.TransformerLayer):
     experts_dim = mtf.Dimension(EXPERTS_DIM_NAME, self.num_experts)
 
     capacity_factor = self.capacity_factor_train if train else self.capacity_factor_eval
-    slots = capacity_lib.expert_capacity(plan.tokens_per_group, self.num_experts,
-                                         capacity_factor, self.min_expert_capacity)
+    if self.fixed_expert_capacity is not None:
+      # More slots than tokens can never be filled; the cap changes no routing decision.
+      slots = min(self.fixed_expert_capacity, plan.tokens_per_group)
+    else:
+      slots = capacity_lib.expert_capacity(plan.tokens_per_group, self.num_experts,
+                                           capacity_factor, self.min_expert_capacity)
     groups_dim = mtf.Dimension(batch_dim.name, plan.num_groups)
     tokens_dim = mtf.Dimension(TOKENS_DIM_NAME, plan.tokens_per_group)
     capacity_dim = mtf.Dimension(CAPACITY_DIM_NAME, slots)
