@@ -78,6 +78,11 @@ def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_I
   config = read_hf_config(hf_dir)
   spec = from_hf_config(config, where=os.path.join(hf_dir, "config.json"))
   source = HFTensors(hf_dir)
+  if (not spec.tied_logits and "lm_head.weight" not in set(source.names())
+      and config.get("tie_word_embeddings", True)):
+    # transformers >= 5 T5: tied softmax without the d_model**-0.5 scale, which Mesh-TF
+    # cannot tie; imported untied, with the embedding as the softmax's starting value.
+    source.alias("lm_head.weight", "shared.weight")
   check_tensors(spec, source)
 
   parent = os.path.dirname(os.path.abspath(output_dir))

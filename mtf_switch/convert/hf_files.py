@@ -48,6 +48,14 @@ class HFTensors:
           f"{model_dir}: no weights ({SAFETENSORS}, {SAFETENSORS_INDEX}, {TORCH_BIN} or "
           f"{TORCH_BIN_INDEX})")
 
+  def alias(self, name: str, target: str) -> None:
+    """Makes ``name`` read ``target`` (a tensor HF ties to another and did not save)."""
+    self._file_of[name] = self._file_of[target]
+    self._alias_of = {**getattr(self, "_alias_of", {}), name: target}
+
+  def _real(self, name: str) -> str:
+    return getattr(self, "_alias_of", {}).get(name, name)
+
   def _handle(self, file_name: str):
     if file_name not in self._open:
       path = os.path.join(self.model_dir, file_name)
@@ -70,12 +78,13 @@ class HFTensors:
   def shape(self, name: str) -> Tuple[int, ...]:
     handle = self._handle(self._file_of[name])
     if self.kind == "safetensors":
-      return tuple(handle.get_slice(name).get_shape())
-    return tuple(handle[name].shape)
+      return tuple(handle.get_slice(self._real(name)).get_shape())
+    return tuple(handle[self._real(name)].shape)
 
   def get(self, name: str) -> np.ndarray:
     import torch
     handle = self._handle(self._file_of[name])
+    name = self._real(name)
     tensor = handle.get_tensor(name) if self.kind == "safetensors" else handle[name]
     return tensor.to(torch.float32).numpy()
 
