@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
   exporter.add_argument("--gin_file", action="append", required=True)
   exporter.add_argument("--gin_param", action="append", default=[])
   exporter.add_argument("--output_dir", required=True)
+  exporter.add_argument("--expert_capacity", type=int, default=None,
+                        help="HF's absolute slots per expert per sequence (default: the gin's "
+                             "mtf_switch.SwitchFFN.fixed_expert_capacity)")
   exporter.add_argument("--spiece_model", default=None,
                         help="SentencePiece model to ship (default: spiece.model beside the "
                              "checkpoint, when there is one)")
@@ -41,7 +44,7 @@ def main(argv=None) -> int:
     else:
       from mtf_switch.convert import to_hf
       to_hf.convert(args.checkpoint, args.gin_file, args.gin_param, args.output_dir,
-                    args.spiece_model)
+                    args.spiece_model, args.expert_capacity)
   except ConversionError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

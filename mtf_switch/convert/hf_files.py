@@ -94,7 +94,7 @@ def save_safetensors_shards(tensors: Iterable[Tuple[str, np.ndarray]], out_dir: 
   """Writes (name, float32 array) pairs as safetensors shards of at most max_shard_bytes,
   holding one shard in memory; writes the index when there is more than one shard."""
   from safetensors.numpy import save_file
-  shards, current, size = [], {}, 0
+  shards, current, size, total = [], {}, 0, 0
 
   def flush():
     nonlocal current, size
@@ -110,11 +110,12 @@ def save_safetensors_shards(tensors: Iterable[Tuple[str, np.ndarray]], out_dir: 
       flush()
     current[name] = np.ascontiguousarray(array, dtype=np.float32)
     size += array.nbytes
+    total += array.nbytes
   flush()
   if len(shards) == 1:
     os.rename(os.path.join(out_dir, "part-00001.safetensors"), os.path.join(out_dir, SAFETENSORS))
     return
-  weight_map, total = {}, 0
+  weight_map = {}
   for k, names in enumerate(shards, start=1):
     final = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
     os.rename(os.path.join(out_dir, f"part-{k:05d}.safetensors"), os.path.join(out_dir, final))
