@@ -100,9 +100,8 @@ def hf_sparse_pattern(num_layers: int, num_sparse: int) -> Tuple[bool, ...]:
   if num_sparse <= 0:
     return (False,) * num_layers
   step = num_layers // num_sparse
-  if step <= 0:
-    raise ConversionError(f"num_sparse layers {num_sparse} > num_layers {num_layers}")
-  return tuple(i % step == 1 or step == 1 for i in range(num_layers))
+  # More sparse layers than layers gives step 0, which HF builds as no sparse layer at all.
+  return tuple(step > 0 and (i % step == 1 or step == 1) for i in range(num_layers))
 
 
 def from_hf_config(config: Dict, where: str = "config.json") -> ModelSpec:
