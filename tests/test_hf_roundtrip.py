@@ -60,11 +60,13 @@ def test_trained_checkpoint_exports_to_hf_and_back(workdir, tmp_path):
     np.testing.assert_array_equal(ours["kept"], theirs.kept)
 
   reimported = tmp_path / "reimported"
+  # The CLI saved bfloat16 masters; HF holds their exact float32 widening; back to bfloat16.
   from_hf.convert(str(hf_dir), str(reimported), inputs_length=INPUTS_LENGTH,
-                  targets_length=TARGETS_LENGTH, progress=lambda line: None)
+                  targets_length=TARGETS_LENGTH, progress=lambda line: None, dtype="bfloat16")
   original = _model_variables(checkpoint)
   again = _model_variables(str(reimported / "model.ckpt-0"))
   assert sorted(again) == sorted(original)
+  assert original["shared/embedding"].dtype.name == "bfloat16"
   for name, value in original.items():
     assert again[name].dtype == value.dtype and np.array_equal(again[name], value), name
 

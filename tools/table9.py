@@ -67,12 +67,12 @@ class PaperRow:
 PAPER = [
     PaperRow("T5-Base", "models/t5_base.gin", 0.2, 1, 124e9, "124B"),
     PaperRow("T5-Large", "models/t5_large.gin", 0.7, 1, 425e9, "425B",
-             note="the table's sizes (GEGLU d_ff 2816, untied softmax) give 0.78B; 0.7B is "
+             note="the table's sizes (GEGLU d_ff 2816, tied softmax) give 0.75B; 0.7B is "
                   "T5 v1.0 Large's count (ReLU d_ff 4096, tied softmax: 0.74B by hand)"),
     PaperRow("T5-XXL", "models/t5_xxl.gin", 11, 0, 6.3e12, "6.3T"),
     PaperRow("Switch-Base", "models/switch_base.gin", 7, 0, 124e9, "124B", "T5-Base", 128),
     PaperRow("Switch-Large", "models/switch_large.gin", 26, 0, 425e9, "425B", "T5-Large", 128,
-             note="the table's sizes give 27.2B; 26B is what ReLU FFNs of d_ff 4096 give "
+             note="the table's sizes give 27.1B; 26B is what ReLU FFNs of d_ff 4096 give "
                   "(the released checkpoint's sizes, last row)"),
     PaperRow("Switch-XXL", "models/switch_xxl.gin", 395, 0, 6.3e12, "6.3T", "T5-XXL", 64,
              note="Table 9 says 64 experts; 395B needs 128, which the gin file builds"),

@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
   importer.add_argument("--inputs_length", type=int, default=512,
                         help="encoder sequence length = Switch routing group (HF: one sequence)")
   importer.add_argument("--targets_length", type=int, default=114)
+  importer.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="checkpoint weight dtype (bfloat16: Mesh-TF's default master dtype)")
   exporter = commands.add_parser("to-hf", help="Mesh-TF checkpoint -> HF model directory")
   exporter.add_argument("--checkpoint", required=True, help="checkpoint prefix or model_dir")
   exporter.add_argument("--gin_file", action="append", required=True)
@@ -40,7 +42,8 @@ def main(argv=None) -> int:
   try:
     if args.command == "from-hf":
       from mtf_switch.convert import from_hf
-      from_hf.convert(args.hf_dir, args.output_dir, args.inputs_length, args.targets_length)
+      from_hf.convert(args.hf_dir, args.output_dir, args.inputs_length, args.targets_length,
+                      dtype=args.dtype)
     else:
       from mtf_switch.convert import to_hf
       to_hf.convert(args.checkpoint, args.gin_file, args.gin_param, args.output_dir,

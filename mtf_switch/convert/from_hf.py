@@ -29,6 +29,7 @@ from mtf_switch.convert.tf_checkpoint import StreamingCheckpointWriter
 GIN_FILE, HF_CONFIG_COPY = "model.gin", "hf_config.json"
 # A Switch layer's expert stack is written in slices of at most this many bytes.
 DEFAULT_SLICE_BYTES = 256 << 20
+DTYPES = ("float32", "bfloat16")
 
 
 def check_tensors(spec: ModelSpec, source: HFTensors) -> None:
@@ -70,8 +71,15 @@ def _to_mtf(entry: names_lib.Entry, arrays) -> np.ndarray:
 def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_INPUTS_LENGTH,
             targets_length: int = gin_lib.DEFAULT_TARGETS_LENGTH,
             slice_bytes: int = DEFAULT_SLICE_BYTES,
-            progress: Optional[Callable[[str], None]] = None) -> ModelSpec:
-  """Imports ``hf_dir`` into ``output_dir`` (which must not exist or be empty)."""
+            progress: Optional[Callable[[str], None]] = None,
+            dtype: str = "float32") -> ModelSpec:
+  """Imports ``hf_dir`` into ``output_dir`` (which must not exist or be empty).
+
+  dtype: the checkpoint's weight dtype, "float32" (HF's, exact) or "bfloat16" (Mesh-TF's
+  default master dtype; what switch_mesh_transformer itself saves).
+  """
+  if dtype not in DTYPES:
+    raise ConversionError(f"dtype={dtype!r}; expected one of {DTYPES}")
   progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
   if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
     raise ConversionError(f"--output_dir {output_dir} exists and is not empty")
@@ -89,9 +97,10 @@ def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_I
   os.makedirs(parent, exist_ok=True)
   work = tempfile.mkdtemp(prefix=".import-", dir=parent)
   try:
-    _write(spec, source, work, slice_bytes, progress)
+    _write(spec, source, work, slice_bytes, progress, dtype)
     with open(os.path.join(work, GIN_FILE), "w") as f:
-      f.write(gin_lib.model_gin(spec, os.path.abspath(hf_dir), inputs_length, targets_length))
+      f.write(gin_lib.model_gin(spec, os.path.abspath(hf_dir), inputs_length, targets_length,
+                                dtype))
     with open(os.path.join(work, HF_CONFIG_COPY), "w") as f:
       json.dump(config, f, indent=2, sort_keys=True)
     if os.path.exists(os.path.join(hf_dir, SPIECE)):
@@ -105,7 +114,8 @@ def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_I
   return spec
 
 
-def _write(spec: ModelSpec, source: HFTensors, work: str, slice_bytes: int, progress) -> None:
+def _write(spec: ModelSpec, source: HFTensors, work: str, slice_bytes: int, progress,
+           dtype: str) -> None:
   table = names_lib.variable_table(spec)
   groups: Dict[str, list] = {}
   for entry in table:
@@ -124,7 +134,7 @@ def _write(spec: ModelSpec, source: HFTensors, work: str, slice_bytes: int, prog
           hf_names = entry.hf_names[first:first + chunk]
           value = _to_mtf(entry, [source.get(n) for n in hf_names])
           writer.write({entry.mtf_name: value},
-                       slices={entry.mtf_name: (entry.mtf_shape, first)})
+                       slices={entry.mtf_name: (entry.mtf_shape, first)}, dtype=dtype)
           total += value.nbytes
         continue
       value = _to_mtf(entry, [source.get(n) for n in entry.hf_names])
@@ -133,7 +143,7 @@ def _write(spec: ModelSpec, source: HFTensors, work: str, slice_bytes: int, prog
       tensors[entry.mtf_name] = value
       total += value.nbytes
     if tensors:
-      writer.write(tensors)
+      writer.write(tensors, dtype=dtype)
     if group == "embeddings":
       _check_aliases(spec, source, shared)
       shared = None

@@ -27,8 +27,9 @@ def _layer_list(spec: ModelSpec, stack: str) -> str:
 
 
 def model_gin(spec: ModelSpec, source: str, inputs_length: int = DEFAULT_INPUTS_LENGTH,
-              targets_length: int = DEFAULT_TARGETS_LENGTH) -> str:
-  """Gin text for ``spec``; ``source`` is named in the header."""
+              targets_length: int = DEFAULT_TARGETS_LENGTH, dtype: str = "float32") -> str:
+  """Gin text for ``spec``; ``source`` is named in the header; ``dtype`` is the
+  checkpoint's variable dtype (Mesh-TF's master_dtype, bfloat16 unless told)."""
   dense_activation = ('["gelu", "linear"]' if spec.activation == "gelu" else
                       '["relu", "linear"]') if spec.gated else f'"{spec.activation}"'
   lines = [
@@ -50,6 +51,8 @@ def model_gin(spec: ModelSpec, source: str, inputs_length: int = DEFAULT_INPUTS_
       "dropout_rate = 0.0",
       "# HF keeps weights and activations in float32 unless told otherwise.",
       'activation_dtype = "float32"',
+      "# The dtype the checkpoint holds the weights in (Mesh-TF's default is bfloat16).",
+      f'utils.get_variable_dtype.master_dtype = "{dtype}"',
       "utils.tpu_mesh_shape.tpu_topology = None",
       "",
       f"Unitransformer.shared_embedding_and_softmax_weights = {spec.tied_logits}",

@@ -85,9 +85,13 @@ def run_logits(gin_files: Sequence[str], checkpoint: str, inputs: np.ndarray,
       return mtf.import_tf_tensor(mesh, tf.constant(array.astype(np.int32)),
                                   mtf.Shape([batch, mtf.Dimension(name, array.shape[1])]))
 
+    # Masters in the checkpoint's dtype (bfloat16 for a switch_mesh_transformer run), computed
+    # in float32.
+    master = tf.train.load_checkpoint(checkpoint).get_variable_to_dtype_map()["shared/embedding"]
     logits, _ = model.call_simple(ids(inputs, "length"), ids(targets, "length"),
                                   compute_loss=False, mode=tf.estimator.ModeKeys.EVAL,
-                                  variable_dtype=mtf.VariableDType(tf.float32))
+                                  variable_dtype=mtf.VariableDType(master, tf.float32,
+                                                                   tf.float32))
     mesh_impl = mtf.placement_mesh_impl.PlacementMeshImpl(mtf.Shape([]), "", ["/cpu:0"])
     lowering = mtf.Lowering(mtf_graph, {mesh: mesh_impl})
     fetch = {"logits": lowering.export_to_tf_tensor(logits)}

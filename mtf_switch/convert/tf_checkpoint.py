@@ -28,19 +28,24 @@ class StreamingCheckpointWriter:
     os.makedirs(self._parts_dir, exist_ok=True)
 
   def write(self, tensors: Dict[str, np.ndarray],
-            slices: Optional[Dict[str, Tuple[Tuple[int, ...], int]]] = None) -> None:
+            slices: Optional[Dict[str, Tuple[Tuple[int, ...], int]]] = None,
+            dtype: str = "float32") -> None:
     """Writes one part.
 
     Args:
       tensors: name -> array (float32, or int64 for the global step).
       slices: name -> (full shape, start along axis 0), for a tensor of which ``tensors``
         holds rows start .. start + len only.
+      dtype: float arrays are stored in this dtype ("float32" or "bfloat16", rounded to
+        nearest even).
     """
     import tensorflow as tf
     slices = slices or {}
     names, specs, values = [], [], []
     for name, value in tensors.items():
       names.append(name)
+      if value.dtype == np.float32 and dtype != "float32":
+        value = tf.cast(tf.constant(value), dtype)
       values.append(value)
       if name in slices:
         full, start = slices[name]

@@ -22,6 +22,8 @@ import shutil
 import tempfile
 from typing import Optional, Sequence
 
+import numpy as np
+
 from mtf_switch.convert import names as names_lib
 from mtf_switch.convert.hf_files import SPIECE, save_safetensors_shards
 from mtf_switch.convert.spec import (SWITCH_MODEL_TYPE, T5_MODEL_TYPE, ConversionError,
@@ -191,7 +193,8 @@ def convert(checkpoint: str, gin_files: Sequence[str], gin_params: Sequence[str]
 
   def tensors():
     for entry in table:
-      value = reader.get_tensor(entry.mtf_name)
+      # Mesh-TF saves bfloat16 masters by default; HF reads float32 (an exact widening).
+      value = reader.get_tensor(entry.mtf_name).astype(np.float32)
       if entry.layout == names_lib.SAME:
         yield entry.hf_names[0], value
       elif entry.layout == names_lib.TRANSPOSE:
