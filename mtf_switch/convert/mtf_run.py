@@ -27,10 +27,10 @@ class MtfRun:
 
 
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:
-  import gin
   import pkg_resources
   import t5.models
 
+  import gin
   import mtf_switch  # noqa: F401  (registers the configurables)
   gin.clear_config()
   gin.add_config_file_search_path(PROJECT_GIN_DIR)
@@ -53,11 +53,11 @@ def run_logits(gin_files: Sequence[str], checkpoint: str, inputs: np.ndarray,
   inputs: [batch, inputs_length] int32; targets: [batch, targets_length] int32 (no zeros,
   which Mesh-TF reads as padding).
   """
-  import gin
   import mesh_tensorflow as mtf
   import tensorflow.compat.v1 as tf
   from mesh_tensorflow.transformer import transformer
 
+  import gin
   from mtf_switch import layers
   parse_gin(gin_files, bindings)
   graph = tf.Graph()

@@ -86,10 +86,10 @@ def _stack_entries(spec: ModelSpec, stack: str) -> List[Entry]:
   for i, is_sparse in enumerate(sparse):
     group = f"{stack} block {i}"
 
-    def mtf_prefix(j):
+    def mtf_prefix(j, i=i):
       return f"{stack}/block_{i // period:03d}/layer_{(i % period) * per_block + j:03d}"
 
-    def add(mtf_name, mtf_shape, hf_names, layout):
+    def add(mtf_name, mtf_shape, hf_names, layout, group=group):
       entries.append(Entry(mtf_name, tuple(mtf_shape), tuple(hf_names), layout, group))
 
     attentions = ["SelfAttention"] + (["EncDecAttention"] if stack == "decoder" else [])

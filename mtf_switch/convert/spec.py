@@ -23,7 +23,7 @@ Semantics that must agree for logit parity (checked by tests/test_hf_parity.py):
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Tuple
 
 
 class ConversionError(ValueError):

@@ -26,8 +26,13 @@ import numpy as np
 
 from mtf_switch.convert import names as names_lib
 from mtf_switch.convert.hf_files import SPIECE, save_safetensors_shards
-from mtf_switch.convert.spec import (SWITCH_MODEL_TYPE, T5_MODEL_TYPE, ConversionError,
-                                     ModelSpec, to_hf_config)
+from mtf_switch.convert.spec import (
+  SWITCH_MODEL_TYPE,
+  T5_MODEL_TYPE,
+  ConversionError,
+  ModelSpec,
+  to_hf_config,
+)
 
 SLOT_PATTERN = re.compile(r"_slot_[a-z]+$")
 
@@ -60,10 +65,10 @@ def _activation(value, where: str):
 def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_size: int,
                   expert_capacity: Optional[int] = None) -> ModelSpec:
   """Reads the model the gin files build; raises ConversionError for what HF lacks."""
-  import gin
   import tensorflow.compat.v1 as tf
   from mesh_tensorflow.transformer import transformer, transformer_layers
 
+  import gin
   from mtf_switch import layers
   from mtf_switch.convert import mtf_run
   mtf_run.parse_gin(gin_files, gin_params)
