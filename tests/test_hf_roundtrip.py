@@ -2,7 +2,6 @@
 -> export to HF -> HF's logits equal the project's; -> import again -> the same tensors, bit
 for bit. And an imported HF model fine-tuned with the recipes on the SST-2 TSV task."""
 
-import os
 import re
 
 import numpy as np
@@ -15,6 +14,7 @@ from tests.test_cli_end_to_end import GIN, _cli, _checkpoint_steps, make_workdir
 
 pytestmark = pytest.mark.slow
 INPUTS_LENGTH, TARGETS_LENGTH, CAPACITY = 32, 8, 6
+CLI_TIMEOUT = 1800  # a few steps took 10 minutes on the shared 2-core machine (load ~11)
 E2E_VOCAB = 768  # the e2e tasks' 600 pieces + 100 extra ids, padded by Mesh-TF to x128
 # HF's routing in the project's model: one group per sequence, absolute capacity.
 HF_ROUTING = [f"encoder/mtf_switch.SwitchFFN.group_size = {INPUTS_LENGTH}",
@@ -38,7 +38,7 @@ def test_trained_checkpoint_exports_to_hf_and_back(workdir, tmp_path):
   model_dir = workdir / "trained"
   _cli(workdir, model_dir, 'MIXTURE_NAME = "e2e_text_span_corruption"',
        'utils.run.mode = "train"', "utils.run.train_steps = 3",
-       "utils.run.save_checkpoints_steps = 3")
+       "utils.run.save_checkpoints_steps = 3", timeout=CLI_TIMEOUT)
   checkpoint = str(model_dir / "model.ckpt-3")
   assert any(to_hf.SLOT_PATTERN.search(n) for n, _ in tf.train.list_variables(checkpoint))
 
@@ -83,7 +83,7 @@ def test_imported_model_finetunes_on_sst2_with_the_recipes(workdir, tmp_path):
   # _cli always passes the e2e model gin first; the imported model's gin then overrides it.
   _cli(workdir, model_dir, 'MIXTURE_NAME = "e2e_sst2"', 'utils.run.mode = "train"',
        f'utils.run.init_checkpoint = "{imported}/model.ckpt-0"', "utils.run.train_steps = 5",
-       "utils.run.save_checkpoints_steps = 5", *common, gin_files=gin_files)
+       "utils.run.save_checkpoints_steps = 5", *common, gin_files=gin_files, timeout=CLI_TIMEOUT)
   assert _checkpoint_steps(model_dir) == [5]
   config = open(model_dir / "operative_config.gin").read()
   assert "fixed_expert_capacity = 64" in config and "expert_dropout_rate = 0.4" in config
@@ -95,7 +95,7 @@ def test_imported_model_finetunes_on_sst2_with_the_recipes(workdir, tmp_path):
   assert not np.array_equal(before, after)
   log = _cli(workdir, model_dir, 'MIXTURE_NAME = "e2e_sst2"',
              'utils.run.dataset_split = "validation"', "utils.run.eval_checkpoint_step = [5]",
-             *common, gin_files=gin_files + ["recipes/finetune_eval.gin"])
+             *common, gin_files=gin_files + ["recipes/finetune_eval.gin"], timeout=CLI_TIMEOUT)
   match = re.search(r"e2e_sst2/accuracy at step 5: ([0-9.]+)", log)
   assert match, log[-3000:]
   assert 0.0 <= float(match.group(1)) <= 100.0
