@@ -10,7 +10,7 @@ import tensorflow.compat.v1 as tf
 
 from mtf_switch.convert import from_hf, mtf_run, to_hf
 from tests import hf_tiny
-from tests.test_cli_end_to_end import GIN, _cli, _checkpoint_steps, make_workdir
+from tests.test_cli_end_to_end import GIN, _checkpoint_steps, _cli, make_workdir
 
 pytestmark = pytest.mark.slow
 INPUTS_LENGTH, TARGETS_LENGTH, CAPACITY = 32, 8, 6
