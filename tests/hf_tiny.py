@@ -6,8 +6,12 @@ from typing import List
 
 import numpy as np
 import torch
-from transformers import (SwitchTransformersConfig, SwitchTransformersForConditionalGeneration,
-                          T5Config, T5ForConditionalGeneration)
+from transformers import (
+  SwitchTransformersConfig,
+  SwitchTransformersForConditionalGeneration,
+  T5Config,
+  T5ForConditionalGeneration,
+)
 from transformers.models.switch_transformers import modeling_switch_transformers as hf_switch
 
 VOCAB = 128

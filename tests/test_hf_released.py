@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from mtf_switch.convert import names, released, spec as spec_lib
+from mtf_switch.convert import names, released
+from mtf_switch.convert import spec as spec_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
