@@ -96,3 +96,10 @@ def test_tight_capacity_drops_the_same_tokens_as_hf(tmp_path):
   dropped = _check_routing(reference, run, inputs.shape[0], expect_drops=True)
   print(f"switch capacity 2: {dropped} tokens dropped, max |logits diff| = {diff:.3g}")
   assert diff < TOLERANCE
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_fixed_expert_capacity_must_be_a_positive_integer(bad):
+  from mtf_switch import layers
+  with pytest.raises(ValueError, match="fixed_expert_capacity"):
+    layers.SwitchFFN(fixed_expert_capacity=bad)
