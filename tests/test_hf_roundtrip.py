@@ -84,7 +84,8 @@ def test_imported_model_finetunes_on_sst2_with_the_recipes(workdir, tmp_path):
   _cli(workdir, model_dir, 'MIXTURE_NAME = "e2e_sst2"', 'utils.run.mode = "train"',
        f'utils.run.init_checkpoint = "{imported}/model.ckpt-0"', "utils.run.train_steps = 5",
        "utils.run.save_checkpoints_steps = 5", *common, gin_files=gin_files, timeout=CLI_TIMEOUT)
-  assert _checkpoint_steps(model_dir) == [5]
+  # The imported global step is 0, so the Estimator also keeps a step-0 checkpoint.
+  assert _checkpoint_steps(model_dir) == [0, 5]
   config = open(model_dir / "operative_config.gin").read()
   assert "fixed_expert_capacity = 64" in config and "expert_dropout_rate = 0.4" in config
   # Fine-tuning moved the imported weights.
