@@ -173,6 +173,7 @@ class _RoutedExperts(transformer.TransformerLayer):
                summaries: bool = True,
                dispatch_path: str = "auto",
                skip_empty_slots: bool = True,
+               fixed_expert_capacity: Optional[int] = None,
                **router_keywords):
     """Configures the layer; every value is checked here, before any TensorFlow op.
 
@@ -199,6 +200,9 @@ class _RoutedExperts(transformer.TransformerLayer):
       skip_empty_slots: on the gather path, outside TPU computations, run the expert FFN on
         the filled capacity slots only (``packed_experts``) when each device holds whole
         d_model and d_ff rows; the same results, fewer FLOPs below full capacity.
+      fixed_expert_capacity: None (capacity from the capacity factors), or an absolute number
+        of slots per expert per group, used in training and evaluation alike (Hugging Face's
+        ``expert_capacity``; with ``group_size`` = the sequence length it is HF's routing).
       **router_keywords: the default router's own settings (num_overflow_choices,
         second_policy_*, ...), as the subclass names them.
     """
@@ -211,6 +215,9 @@ class _RoutedExperts(transformer.TransformerLayer):
         "capacity_factor_eval", capacity_factor_eval)
     self.min_expert_capacity = settings.positive_int("min_expert_capacity",
                                                      min_expert_capacity)
+    self.fixed_expert_capacity = (
+        None if fixed_expert_capacity is None
+        else settings.positive_int("fixed_expert_capacity", fixed_expert_capacity))
     self.load_balance_loss_coef = settings.nonnegative_number("load_balance_loss_coef",
                                                               load_balance_loss_coef)
     self.z_loss_coef = settings.nonnegative_number("z_loss_coef", z_loss_coef)
@@ -272,6 +279,9 @@ class _RoutedExperts(transformer.TransformerLayer):
 
   def expert_capacity(self, tokens_per_group: int, train: bool) -> int:
     """Slots per expert per group: the one place the layer sizes its capacity."""
+    if self.fixed_expert_capacity is not None:
+      # More slots than tokens can never be filled; the cap changes no routing decision.
+      return min(self.fixed_expert_capacity, tokens_per_group)
     factor = self.capacity_factor_train if train else self.capacity_factor_eval
     return capacity_lib.expert_capacity(tokens_per_group, self.num_experts, factor,
                                         self.min_expert_capacity)

@@ -111,14 +111,15 @@ def test_paper_gin_file_parses(row):
 
 def _closed_form_params(d_model, d_ff, heads, layers, experts=0, expert_every=0, geglu=True,
                         vocab=table9.VOCAB_SIZE, d_kv=64):
-  """T5 v1.1-style encoder-decoder: shared input embedding, untied softmax, relative bias."""
+  """T5-style encoder-decoder: one embedding shared by both stacks and the softmax (tied, as
+  paper_common.gin), relative bias."""
   attention = 4 * d_model * heads * d_kv
   ffn = (3 if geglu else 2) * d_model * d_ff
   moe_layers = layers // expert_every if expert_every else 0
   ffns = (layers - moe_layers) * ffn + moe_layers * (experts * ffn + d_model * experts)
   encoder = layers * attention + ffns + (2 * layers + 1) * d_model + heads * BUCKETS
   decoder = 2 * layers * attention + ffns + (3 * layers + 1) * d_model + heads * BUCKETS
-  return 2 * vocab * d_model + encoder + decoder
+  return vocab * d_model + encoder + decoder
 
 
 TABLE9_SIZES = {

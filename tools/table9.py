@@ -67,12 +67,12 @@ class PaperRow:
 PAPER = [
     PaperRow("T5-Base", "models/t5_base.gin", 0.2, 1, 124e9, "124B"),
     PaperRow("T5-Large", "models/t5_large.gin", 0.7, 1, 425e9, "425B",
-             note="the table's sizes (GEGLU d_ff 2816, untied softmax) give 0.78B; 0.7B is "
+             note="the table's sizes (GEGLU d_ff 2816, tied softmax) give 0.75B; 0.7B is "
                   "T5 v1.0 Large's count (ReLU d_ff 4096, tied softmax: 0.74B by hand)"),
     PaperRow("T5-XXL", "models/t5_xxl.gin", 11, 0, 6.3e12, "6.3T"),
     PaperRow("Switch-Base", "models/switch_base.gin", 7, 0, 124e9, "124B", "T5-Base", 128),
     PaperRow("Switch-Large", "models/switch_large.gin", 26, 0, 425e9, "425B", "T5-Large", 128,
-             note="the table's sizes give 27.2B; 26B is what ReLU FFNs of d_ff 4096 give "
+             note="the table's sizes give 27.1B; 26B is what ReLU FFNs of d_ff 4096 give "
                   "(the released checkpoint's sizes, last row)"),
     PaperRow("Switch-XXL", "models/switch_xxl.gin", 395, 0, 6.3e12, "6.3T", "T5-XXL", 64,
              note="Table 9 says 64 experts; 395B needs 128, which the gin file builds"),
@@ -84,6 +84,17 @@ PAPER = [
              note="Table 1"),
     PaperRow("Switch-Large, released sizes", "models/switch_large_released.gin", None, 0, None,
              "-", None, 128, note="ReLU d_ff 4096 as in the released checkpoint"),
+] + [
+    # The released checkpoints (Hugging Face google/*), gin files from their config.json
+    # (mtf_switch/convert/released.py): no Table 9 figures of their own.
+    PaperRow(f"{hub} (released)", f"models/released/{key}.gin", None, 0, None, "-", None,
+             None, note="released checkpoint's config.json")
+    for key, hub in (("switch_base_8", "switch-base-8"), ("switch_base_16", "switch-base-16"),
+                     ("switch_base_32", "switch-base-32"), ("switch_base_64", "switch-base-64"),
+                     ("switch_base_128", "switch-base-128"),
+                     ("switch_base_256", "switch-base-256"), ("switch_c_2048", "switch-c-2048"),
+                     ("t5_v1_1_base", "t5-v1_1-base"), ("t5_v1_1_large", "t5-v1_1-large"),
+                     ("t5_v1_1_xxl", "t5-v1_1-xxl"))
 ]
 KEYS = {row.gin_file.split("/")[-1][:-len(".gin")]: row for row in PAPER}
 KEYS_BY_NAME = {row.name: key for key, row in KEYS.items()}

@@ -1,0 +1,89 @@
+"""The released Switch and T5 v1.1 checkpoints' HF configs, and their gin files.
+
+    python -m mtf_switch.convert.released     # rewrites gin/models/released/*.gin
+
+Each gin file is ``gin.model_gin`` of the config below, so it is exactly the file
+``from-hf`` writes for that download (sizes, sparse layers, HF's per-sequence capacity);
+tests/test_hf_released.py checks the committed files against these configs.
+
+Sources (the Hub's config.json files, as the search index holds them; no download here):
+  switch-base-32   https://huggingface.co/google/switch-base-32/blame/main/config.json
+  switch-base-256  https://huggingface.co/google/switch-base-256/blame/106eddc/config.json
+  switch-c-2048    https://huggingface.co/google/switch-c-2048/blob/refs%2Fpr%2F6/config.json
+The Base family's files differ only in num_experts (8 ... 256); base-8/16/64/128 are that
+config with their expert count (their own files were not in the index: verify on download,
+``from-hf`` refuses any mismatching tensor). T5 v1.1 (google/t5-v1_1-*) is T5Config with
+feed_forward_proj "gated-gelu" and tie_word_embeddings false, sizes as in Table 9's T5 rows.
+switch-large-128 and switch-xxl-128 are not here: their config.json files were not in the
+index, and a guessed file would be a claim nobody checked.
+
+Where the release differs from the paper (Table 9):
+* Switch-Base: ReLU experts and FFNs of d_ff 3072 (Table 9: GEGLU 2048; same parameters),
+  tied embedding and softmax (paper_common.gin unties), 6 sparse FFNs per stack (every other);
+  expert capacity 64 tokens per sequence, not a capacity factor over groups of 1024.
+* Switch-C: 30 heads (Table 9: 32); and the config in PR #6 says 12 decoder layers with 15
+  sparse ones, which transformers builds as 12 dense decoder layers (15 // 12 gives step 0):
+  the checkpoint's decoder experts would then be unknown tensors, and ``from-hf`` says so.
+  The gin file here follows the paper (15 + 15 layers, every FFN sparse).
+"""
+
+import os
+
+from mtf_switch.convert import gin as gin_lib
+from mtf_switch.convert.spec import from_hf_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RELEASED_DIR = os.path.join(REPO, "gin", "models", "released")
+
+_SWITCH_BASE = {
+    "model_type": "switch_transformers", "d_ff": 3072, "d_kv": 64, "d_model": 768,
+    "dense_act_fn": "relu", "expert_capacity": 64, "is_encoder_decoder": True,
+    "layer_norm_epsilon": 1e-06, "num_decoder_layers": 12, "num_heads": 12, "num_layers": 12,
+    "num_sparse_decoder_layers": 6, "num_sparse_encoder_layers": 6,
+    "relative_attention_max_distance": 128, "relative_attention_num_buckets": 32,
+    "router_aux_loss_coef": 0.001, "router_bias": False, "router_dtype": "float32",
+    "router_ignore_padding_tokens": False, "router_jitter_noise": 0.01,
+    "router_z_loss_coef": 0.001, "vocab_size": 32128}
+_SWITCH_C = {
+    "model_type": "switch_transformers", "d_ff": 6144, "d_kv": 64, "d_model": 2080,
+    "dense_act_fn": "relu", "expert_capacity": 64, "is_encoder_decoder": True,
+    "layer_norm_epsilon": 1e-06, "num_decoder_layers": 15, "num_experts": 2048, "num_heads": 30,
+    "num_layers": 15, "num_sparse_decoder_layers": 15, "num_sparse_encoder_layers": 15,
+    "relative_attention_max_distance": 128, "relative_attention_num_buckets": 32,
+    "router_aux_loss_coef": 0.001, "router_bias": False, "router_dtype": "float32",
+    "router_ignore_padding_tokens": False, "router_jitter_noise": 0.01,
+    "router_z_loss_coef": 0.001, "vocab_size": 32128}
+
+
+def _t5_v11(d_model, d_ff, heads, layers):
+  return {"model_type": "t5", "d_model": d_model, "d_ff": d_ff, "d_kv": 64, "num_heads": heads,
+          "num_layers": layers, "num_decoder_layers": layers, "feed_forward_proj": "gated-gelu",
+          "tie_word_embeddings": False, "layer_norm_epsilon": 1e-06, "vocab_size": 32128,
+          "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128}
+
+
+RELEASED = {f"switch_base_{n}": dict(_SWITCH_BASE, num_experts=n)
+            for n in (8, 16, 32, 64, 128, 256)}
+RELEASED["switch_c_2048"] = _SWITCH_C
+RELEASED["t5_v1_1_base"] = _t5_v11(768, 2048, 12, 12)
+RELEASED["t5_v1_1_large"] = _t5_v11(1024, 2816, 16, 24)
+RELEASED["t5_v1_1_xxl"] = _t5_v11(4096, 10240, 64, 24)
+HUB_NAMES = {key: "google/" + key.replace("_", "-").replace("t5-v1-1", "t5-v1_1")
+             for key in RELEASED}
+
+
+def released_gin(key: str) -> str:
+  return gin_lib.model_gin(from_hf_config(RELEASED[key], where=HUB_NAMES[key]),
+                           HUB_NAMES[key] + " (config.json; see mtf_switch/convert/released.py)")
+
+
+def main() -> None:
+  os.makedirs(RELEASED_DIR, exist_ok=True)
+  for key in RELEASED:
+    with open(os.path.join(RELEASED_DIR, key + ".gin"), "w") as f:
+      f.write(released_gin(key))
+    print(os.path.join("gin", "models", "released", key + ".gin"))
+
+
+if __name__ == "__main__":
+  main()
