@@ -21,17 +21,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from mtf_switch import compat  # noqa: E402,F401
 
 # Each of these files' tests runs the command line in subprocesses (tens of seconds each).
-SLOW_FILES = frozenset({
-    "test_cli_end_to_end.py",
-    "test_cli_init_seed.py",
-    "test_cli_languages.py",
-    "test_compat_and_cli.py",
-    "test_repro_scripts.py",
-})
+# Longest first: the whole suite starts them first (see below).
+SLOW_FILES = (
+    "test_cli_end_to_end.py",   # 7 command-line runs, one chain
+    "test_repro_scripts.py",    # 8 command-line runs through the repro scripts
+    "test_compat_and_cli.py",   # 3 Python / command-line start-ups
+    "test_cli_init_seed.py",    # 2 command-line runs
+)
 
 
 def pytest_collection_modifyitems(config, items):
+  """Marks the SLOW_FILES' tests slow, and moves those files to the front.
+
+  pytest-xdist (``--dist loadfile``) hands whole files to the workers in collection order, so
+  the long command-line files start first and the many short files fill in around them;
+  in collection order (alphabetical) a long file that starts last is the run's tail. Tests
+  keep their order within a file.
+  """
   del config  # the tiers do not depend on options
+  rank = {name: i for i, name in enumerate(SLOW_FILES)}
   for item in items:
-    if item.path.name in SLOW_FILES:
+    if item.path.name in rank:
       item.add_marker(pytest.mark.slow)
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
