@@ -119,7 +119,8 @@ def pretrained(workdir):
   """
   model_dir = workdir / "model"
   proc, _ = _cli(workdir, model_dir, *TRAIN, "utils.run.train_steps = 400", wait=False)
-  deadline = time.time() + 400
+  # Far more than an idle machine needs (about a minute): on a loaded one start-up is slow.
+  deadline = time.time() + 900
   try:
     while time.time() < deadline and not [s for s in _checkpoint_steps(model_dir) if s >= 4]:
       assert proc.poll() is None, "training ended before it could be killed"
@@ -128,7 +129,7 @@ def pretrained(workdir):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
   before = _checkpoint_steps(model_dir)
-  assert before and before[-1] >= 4, f"no checkpoint at step 4 or later: {before}"
+  assert before and before[-1] >= 4, f"no checkpoint at step 4 or later in 900 s: {before}"
   resume_log = _cli(workdir, model_dir, *TRAIN, LANGUAGES,
                     f"utils.run.train_steps = {before[-1] + 4}")
   return {"model_dir": model_dir, "before": before, "after": _checkpoint_steps(model_dir),

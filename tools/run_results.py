@@ -13,7 +13,12 @@ events of the evaluation directories, never parsed out of a log:
 
 import os
 import re
+import sys
 from typing import Dict, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # mtf_switch.compat, imported before TensorFlow below
+  sys.path.insert(0, REPO)
 
 Scalars = Dict[str, Dict[int, float]]  # {tag: {step: value}}
 NEG_LOG_PERPLEXITY = "neg_log_perplexity"
