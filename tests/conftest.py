@@ -6,9 +6,9 @@ Two tiers (README "Set up and test"):
     pytest                  the whole suite (what CI runs)
     pytest -m "not slow"    the fast tier: unit, parity and layout tests, no command-line runs
 
-A test is slow when it carries ``@pytest.mark.slow`` itself, or when it lives in one of the
-SLOW_FILES below: files whose every test starts ``switch_mesh_transformer`` (TensorFlow) in a
-subprocess, or trains models through the reproduction scripts. Marking them here, by file,
+A test is slow when it carries ``@pytest.mark.slow`` itself, when it lives in one of the
+SLOW_FILES below (files whose every test starts ``switch_mesh_transformer`` (TensorFlow) in a
+subprocess, or trains models through the reproduction scripts), or when SLOW_TESTS names it. Marking them here, by file,
 keeps the tier decision in one place: a test file needs no edit to join a tier.
 """
 
@@ -29,6 +29,12 @@ SLOW_FILES = (
     "test_cli_init_seed.py",    # 2 command-line runs
 )
 
+# Single tests (every parametrisation) that train a whole model in-process for several steps,
+# about 20-30 s of CPU each: "file::function".
+SLOW_TESTS = frozenset({
+    "test_gin_models.py::test_cpu_model_trains_from_its_gin_file",
+})
+
 
 def pytest_collection_modifyitems(config, items):
   """Marks the SLOW_FILES' tests slow, and moves those files to the front.
@@ -41,6 +47,6 @@ def pytest_collection_modifyitems(config, items):
   del config  # the tiers do not depend on options
   rank = {name: i for i, name in enumerate(SLOW_FILES)}
   for item in items:
-    if item.path.name in rank:
+    if item.path.name in rank or f"{item.path.name}::{item.originalname}" in SLOW_TESTS:
       item.add_marker(pytest.mark.slow)
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
