@@ -3,7 +3,8 @@
 Each script trains a model or two for a handful of steps (gin/repro/micro.gin: d_model 32,
 32/8-token sequences, batch 4) on the embedded default corpus, so no shared data is needed,
 evaluates every checkpoint and writes its CSV, PNG and markdown. A few minutes in all, most of
-it TensorFlow start-up: one process per training and per evaluation.
+it TensorFlow start-up: one process per training and per evaluation. In the slow tier
+(tests/conftest.py marks the whole file).
 """
 
 import csv
@@ -16,7 +17,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
-import repro_common  # noqa: E402
+import repro_curves  # noqa: E402
 import repro_expert_scaling  # noqa: E402
 import repro_stability  # noqa: E402
 import repro_table1  # noqa: E402
@@ -24,8 +25,6 @@ import repro_table1  # noqa: E402
 MICRO = ["--task", "switch_default_corpus_span_corruption", "--steps", "4",
          "--checkpoint_every", "2", "--batch_size", "4", "--eval_batches", "2",
          "--gin_file", "repro/micro.gin"]
-
-pytestmark = pytest.mark.slow
 
 
 def _dirs(tmp_path, name):
@@ -43,19 +42,60 @@ def _outputs_exist(results_dir, *names):
     assert os.path.getsize(results_dir / name) > 0, name
 
 
+def _curves(results_dir):
+  """{model: [(step, train_seconds, quality)]} from curves.csv, ascending by step."""
+  curves = {}
+  for r in _csv(results_dir / "curves.csv"):
+    curves.setdefault(r["model"], []).append(
+        (int(r["step"]), float(r["train_seconds"]), float(r["eval_neg_log_perplexity"])))
+  return {name: sorted(rows) for name, rows in curves.items()}
+
+
+def _check_trained_curve(rows):
+  """Every checkpoint (0, 2, 4) evaluated; training seconds grow; training helped.
+
+  At step 0 the weights are the random initialisation: a run whose training or evaluation is
+  broken (no update reaching the checkpoints, the same checkpoint evaluated twice, figures
+  mixed up between steps) does not end with a better validation perplexity than it started.
+  """
+  assert [step for step, _, _ in rows] == [0, 2, 4]
+  seconds = [s for _, s, _ in rows]
+  assert seconds[0] == 0.0 and seconds == sorted(seconds) and seconds[-1] > 0, seconds
+  quality = [q for _, _, q in rows]
+  assert all(-20.0 < q < 0.0 for q in quality), quality
+  assert quality[-1] > quality[0], quality
+
+
+def _check_speedup_table(results, curves):
+  """The speed-up table is the curves' own: the first checkpoint at least as good as the dense
+  model's final quality, and the dense steps divided by that step; the markdown's finals."""
+  target = curves["dense"][-1][2]
+  speedup = _csv(results / "speedup.csv")
+  assert [r["model"] for r in speedup] == list(curves)
+  for row in speedup:
+    curve = curves[row["model"]]
+    assert float(row["final eval neg log perplexity"]) == pytest.approx(curve[-1][2])
+    reached = next((step for step, _, q in curve if q >= target), None)
+    assert row["first step >= dense final"] == str(reached or "not reached")
+    if reached:
+      assert row["step speed-up"] == f"{curves['dense'][-1][0] / reached:.2f}x"
+  finals = ", ".join(f"{name} {curve[-1][2]:.4f}" for name, curve in curves.items())
+  assert finals in (results / "README.md").read_text()
+
+
 def test_expert_scaling_runs_and_resumes(tmp_path, capsys):
   argv = MICRO + ["--experts", "2"] + _dirs(tmp_path, "scaling")
   assert repro_expert_scaling.main(argv) == 0
   results = tmp_path / "results" / "scaling"
   _outputs_exist(results, "speedup.csv")
   rows = _csv(results / "curves.csv")
-  assert {r["model"] for r in rows} == {"dense", "switch_2"}
-  # Every checkpoint (0, 2, 4) of both models is evaluated, with a real perplexity.
-  assert sorted(int(r["step"]) for r in rows if r["model"] == "dense") == [0, 2, 4]
-  assert all(-20.0 < float(r["eval_neg_log_perplexity"]) < 0.0 for r in rows)
-  assert [r["model"] for r in _csv(results / "speedup.csv")] == ["dense", "switch_2"]
+  curves = _curves(results)
+  assert sorted(curves) == ["dense", "switch_2"]
+  for curve in curves.values():
+    _check_trained_curve(curve)
+  _check_speedup_table(results, curves)
   markdown = (results / "README.md").read_text()
-  assert "7.5x" in markdown and "--experts 2" in markdown
+  assert "--experts 2" in markdown  # the command that reproduces the run
 
   # Rerunning the same command trains and evaluates nothing again.
   capsys.readouterr()
@@ -83,15 +123,32 @@ def test_changed_training_settings_refuse_to_resume(tmp_path):
 
 
 def test_table1_top2_moe_row(tmp_path):
-  argv = MICRO + ["--only", "moe_cf1.0", "--threshold", "-30"] + _dirs(tmp_path, "table1")
-  assert repro_table1.main(argv) == 0
+  # A threshold no model reaches (neg log perplexity is below 0): "not reached".
+  argv = MICRO + ["--only", "moe_cf1.0"] + _dirs(tmp_path, "table1")
+  assert repro_table1.main(argv + ["--threshold", "0"]) == 0
   results = tmp_path / "results" / "table1"
   _outputs_exist(results, "table1.csv")
   (row,) = _csv(results / "table1.csv")
   assert row["model"] == "moe_cf1.0"
-  assert row["first step >= -30.0000"] == "0"  # any model beats a threshold of -30
-  assert row["tokens dropped (train)"].endswith("%")
-  assert float(row["examples/s (train)"]) > 0
+  assert row["first step >= 0.0000"] == "not reached"
+  (curve,) = _curves(results).values()
+  _check_trained_curve(curve)
+  # Training throughput from the recorded seconds: 4 steps x 4 sequences between the first and
+  # the last checkpoint.
+  assert float(row["examples/s (train)"]) == pytest.approx(4 * 4 / curve[-1][1], rel=1e-3)
+  # Tokens dropped: the mean of the sparse layers' dropped_fraction summaries, a fraction.
+  dropped = float(row["tokens dropped (train)"].rstrip("%")) / 100
+  assert 0.0 <= dropped <= 1.0
+
+  # The model's own final quality as threshold (set after the run, from disk): the first
+  # checkpoint reaching it is a trained one, and the table says which and when.
+  threshold = float(f"{curve[-1][2] - 1e-6:.6f}")  # just below: the last step reaches it
+  first = next(step for step, _, q in curve if q >= threshold)
+  assert repro_table1.main(argv + ["--threshold", str(threshold), "--report_only"]) == 0
+  (row,) = _csv(results / "table1.csv")
+  assert row[f"first step >= {threshold:.4f}"] == str(first) != "0"
+  assert float(row["train s to threshold"]) == pytest.approx(
+      next(s for step, s, _ in curve if step == first))
 
 
 def test_stability_bfloat16_row(tmp_path):
@@ -101,7 +158,12 @@ def test_stability_bfloat16_row(tmp_path):
   _outputs_exist(results, "final.csv")
   markdown = (results / "README.md").read_text()
   assert "| bfloat16 | not run |" in markdown  # only the float32-router row was asked for
-  assert [r["model"] for r in _csv(results / "final.csv")] == ["bfloat16_f32_router"]
+  (curve,) = _curves(results).values()
+  _check_trained_curve(curve)
+  (final,) = _csv(results / "final.csv")
+  assert final["model"] == "bfloat16_f32_router" and final["step"] == "4"
+  assert float(final["eval_neg_log_perplexity"]) == pytest.approx(curve[-1][2])
+  assert f"| bfloat16, float32 router | {curve[-1][2]:.4f} |" in markdown
   # The model's graph seed is its data seed (1 here), so a rerun starts from the same weights.
   # (t5 records each command line under commands/; evaluation binds no seed, so that its
   # validation sample is the same for every model.)
@@ -120,6 +182,6 @@ def test_first_step_reaching_uses_checkpoints_only():
   curve = [{"step": 0, "train_seconds": 0.0, "neg_log_perplexity": -9.0},
            {"step": 10, "train_seconds": 5.0, "neg_log_perplexity": -5.0},
            {"step": 20, "train_seconds": 9.0, "neg_log_perplexity": -4.0}]
-  assert repro_common.first_step_reaching(curve, -4.5)["step"] == 20
-  assert repro_common.first_step_reaching(curve, -3.0) is None
-  assert repro_common.examples_per_second(curve, 4) == pytest.approx(20 * 4 / 9.0)
+  assert repro_curves.first_step_reaching(curve, -4.5)["step"] == 20
+  assert repro_curves.first_step_reaching(curve, -3.0) is None
+  assert repro_curves.examples_per_second(curve, 4) == pytest.approx(20 * 4 / 9.0)

@@ -1,9 +1,9 @@
-"""Driving ``switch_mesh_transformer`` from the tools: train (resuming), evaluate, read results.
+"""Driving ``switch_mesh_transformer`` from the tools: train (resuming), evaluate.
 
 Every tool that chains runs (pre-train, fine-tune, distil, evaluate) goes through the same
 command line a user types, one process per ``utils.run.mode``, and reads the figures back
-from what t5 writes: checkpoint files and TensorBoard event files. Nothing here computes a
-metric of its own.
+from what t5 writes (checkpoint files and TensorBoard event files) through run_results.
+Nothing here computes a metric of its own.
 """
 
 import json
@@ -11,20 +11,16 @@ import os
 import re
 import subprocess
 import sys
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tools import the project's packages (tasks, mtf_switch) from the checkout they live in.
-if REPO not in sys.path:
-  sys.path.insert(0, REPO)
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+for _path in (REPO, TOOLS):
+  if _path not in sys.path:
+    sys.path.insert(0, _path)
 
-
-def checkpoint_steps(model_dir: str) -> List[int]:
-  """Global steps of the checkpoints saved in model_dir, ascending."""
-  if not os.path.isdir(model_dir):
-    return []
-  return sorted(int(m.group(1)) for f in os.listdir(model_dir)
-                if (m := re.fullmatch(r"model\.ckpt-(\d+)\.index", f)))
+import run_results  # noqa: E402  (a sibling module: the tools put tools/ on sys.path)
 
 
 def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str], label: str,
@@ -91,7 +87,7 @@ def _echo_progress(label: str, line: str, line_number: int) -> None:
 def train(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str], steps: int,
           checkpoint_every: int, label: str, module_imports: Iterable[str] = ()) -> bool:
   """Trains to global step ``steps``, resuming from model_dir; False if already there."""
-  saved = checkpoint_steps(model_dir)
+  saved = run_results.checkpoint_steps(model_dir)
   if saved and saved[-1] >= steps:
     return False
   print(f"training {label} to step {steps}", flush=True)
@@ -100,38 +96,6 @@ def train(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str], s
            f"utils.run.save_checkpoints_steps = {checkpoint_every}"],
           label, module_imports)
   return True
-
-
-def read_scalars(directory: str) -> Dict[str, Dict[int, float]]:
-  """{tag: {step: value}} from the TensorBoard event files directly in ``directory``.
-
-  A later event for the same tag and step (a rerun) replaces an earlier one.
-  """
-  import tensorflow.compat.v1 as tf
-
-  from mtf_switch import compat  # noqa: F401  (TensorFlow's import goes through the repair)
-
-  scalars: Dict[str, Dict[int, float]] = {}
-  if not os.path.isdir(directory):
-    return scalars
-  for name in sorted(os.listdir(directory)):
-    if not name.startswith("events.out.tfevents"):
-      continue
-    for event in tf.train.summary_iterator(os.path.join(directory, name)):
-      for value in event.summary.value:
-        if value.HasField("simple_value"):
-          scalars.setdefault(value.tag, {})[event.step] = value.simple_value
-        elif value.HasField("tensor") and value.tensor.float_val:
-          scalars.setdefault(value.tag, {})[event.step] = value.tensor.float_val[0]
-  return scalars
-
-
-def eval_dirs(model_dir: str, prefix: str = "eval_") -> List[str]:
-  """The Estimator's evaluation directories under model_dir (one per evaluation name)."""
-  if not os.path.isdir(model_dir):
-    return []
-  return sorted(os.path.join(model_dir, d) for d in os.listdir(model_dir)
-                if d.startswith(prefix) and os.path.isdir(os.path.join(model_dir, d)))
 
 
 def perplexity_eval(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str],
@@ -144,15 +108,7 @@ def perplexity_eval(model_dir: str, gin_files: Sequence[str], gin_params: Sequen
   over a mixture, t5 evaluates each task separately: the result has one entry per task
   (``eval_{task}_validation_{examples}``); without one, a single ``eval_eval_...`` entry.
   """
-  def collect() -> Dict[str, float]:
-    found = {}
-    for directory in eval_dirs(model_dir):
-      values = read_scalars(directory).get("neg_log_perplexity", {})
-      if step in values:
-        found[os.path.basename(directory)] = values[step]
-    return found
-
-  results = collect()
+  results = run_results.perplexity_at(model_dir, step)
   if not results:
     print(f"evaluating {label} at step {step}", flush=True)
     run_cli(model_dir, gin_files,
@@ -161,7 +117,7 @@ def perplexity_eval(model_dir: str, gin_files: Sequence[str], gin_params: Sequen
              f"utils.run.eval_checkpoint_step = {step}",
              f"utils.run.perplexity_eval_steps = {eval_batches}"],
             f"eval-{label}", module_imports)
-    results = collect()
+    results = run_results.perplexity_at(model_dir, step)
   if not results:
     raise SystemExit(f"{label}: no neg_log_perplexity for step {step} under {model_dir}")
   return results

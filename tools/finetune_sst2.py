@@ -27,6 +27,7 @@ import sys
 from typing import Dict, List
 
 import cli_runs
+import run_results
 
 MODELS = {"switch": "models/switch_tiny.gin", "dense": "models/t5_tiny.gin"}
 MESH = "mesh/cpu_data_parallel.gin"
@@ -77,7 +78,7 @@ def finetune_and_evaluate(name: str, flags) -> Dict[int, float]:
   cli_runs.train(model_dir, gin_files, [*common, f'utils.run.init_checkpoint = "{init}"'],
                  end, checkpoint_every=flags.eval_every, label=f"finetune-{name}",
                  module_imports=flags.module_import)
-  steps = [s for s in cli_runs.checkpoint_steps(model_dir) if s > start]
+  steps = [s for s in run_results.checkpoint_steps(model_dir) if s > start]
   metrics = dev_metrics(model_dir, flags.finetune_task)
   missing = [s for s in steps if s not in metrics]
   if missing:
@@ -92,10 +93,7 @@ def finetune_and_evaluate(name: str, flags) -> Dict[int, float]:
 
 def dev_metrics(model_dir: str, task: str) -> Dict[int, float]:
   """{step: value} of the task's first metric (accuracy for SST-2) on the validation split."""
-  scalars = cli_runs.read_scalars(os.path.join(model_dir, "validation_eval"))
-  # t5 tags them "eval/{task}/{metric}".
-  tags = sorted(t for t in scalars if t.startswith(f"eval/{task}/"))
-  return scalars[tags[0]] if tags else {}
+  return run_results.decode_metrics(model_dir, task)
 
 
 def majority_baseline(task: str, split: str = "validation") -> Dict[str, object]:

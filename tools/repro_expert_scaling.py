@@ -14,13 +14,17 @@ reaches the dense model's final quality.
 Rerunning the same command resumes: trained models and evaluated checkpoints are not redone.
 """
 
-import argparse
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import repro_common as common  # noqa: E402  (a sibling module, not a package)
+# Sibling modules, not a package.
+import repro_curves  # noqa: E402
+import repro_main  # noqa: E402
+import repro_outputs as outputs  # noqa: E402
+import repro_report  # noqa: E402
+from repro_settings import Variant  # noqa: E402
 
 SCRIPT = "repro_expert_scaling"
 DENSE_GIN = "models/t5_tiny.gin"
@@ -35,10 +39,10 @@ PAPER_CLAIM = (
 
 
 def variants(expert_counts=EXPERT_COUNTS) -> list:
-  dense = common.Variant("dense", (DENSE_GIN,), (), "t5_tiny: dense FFN in every layer")
-  switch = [common.Variant(f"switch_{n}", (SWITCH_GIN,),
-                           (f"mtf_switch.SwitchFFN.num_experts = {n}",),
-                           f"switch_tiny with {n} experts every other FFN")
+  dense = Variant("dense", (DENSE_GIN,), (), "t5_tiny: dense FFN in every layer")
+  switch = [Variant(f"switch_{n}", (SWITCH_GIN,),
+                    (f"mtf_switch.SwitchFFN.num_experts = {n}",),
+                    f"switch_tiny with {n} experts every other FFN")
             for n in expert_counts]
   return [dense, *switch]
 
@@ -46,16 +50,16 @@ def variants(expert_counts=EXPERT_COUNTS) -> list:
 def speedup_rows(curves: dict) -> list:
   """One row per model: final quality, step and seconds to the dense final quality."""
   dense_curve = curves["dense"]
-  target = common.final_quality(dense_curve)
+  target = repro_curves.final_quality(dense_curve)
   dense_steps = dense_curve[-1]["step"]
   dense_seconds = dense_curve[-1]["train_seconds"]
   rows = []
   for name, curve in curves.items():
-    reached = common.first_step_reaching(curve, target)
+    reached = repro_curves.first_step_reaching(curve, target)
     step_speedup = dense_steps / reached["step"] if reached and reached["step"] else None
     time_speedup = (dense_seconds / reached["train_seconds"]
                     if reached and reached["train_seconds"] and dense_seconds else None)
-    rows.append([name, curve[-1]["step"], common.final_quality(curve),
+    rows.append([name, curve[-1]["step"], repro_curves.final_quality(curve),
                  reached["step"] if reached else "not reached",
                  f"{step_speedup:.2f}x" if step_speedup else "-",
                  reached["train_seconds"] if reached else None,
@@ -67,7 +71,7 @@ def speedup_rows(curves: dict) -> list:
 def ordering_verdict(curves: dict) -> str:
   """Does quality at the final step increase with the number of experts? Stated plainly."""
   order = ["dense"] + [n for n in curves if n != "dense"]
-  finals = [(n, common.final_quality(curves[n])) for n in order]
+  finals = [(n, repro_curves.final_quality(curves[n])) for n in order]
   inversions = [(a, b) for (a, qa), (b, qb) in zip(finals, finals[1:], strict=False) if qb <= qa]
   ranked = ", ".join(f"{n} {q:.4f}" for n, q in finals)
   if not inversions:
@@ -86,24 +90,27 @@ SIZE_CHOICE = (
     "very early in training: every curve is still climbing steeply at the end.")
 
 
-def write_results(curves: dict, settings: dict, results_dir: str, started: float,
-                  failures: dict) -> str:
-  common.write_curves_csv(os.path.join(results_dir, "curves.csv"), curves)
+def write_results(curves: dict, settings: dict, flags, started: float, failures: dict):
+  if "dense" not in curves:
+    print("no dense model in this invocation: nothing to compare against", flush=True)
+    return None
+  results_dir = flags.results_dir
+  outputs.write_curves_csv(os.path.join(results_dir, "curves.csv"), curves)
   header = ["model", "steps", "final eval neg log perplexity", "first step >= dense final",
             "step speed-up", "train s at that step", "time speed-up", "train s total"]
   rows = speedup_rows(curves)
-  common.write_rows_csv(os.path.join(results_dir, "speedup.csv"), header, rows)
-  common.plot_curves(os.path.join(results_dir, "quality.png"), curves,
-                     f"Expert scaling, {settings['task']}, batch {settings['batch_size']}")
+  outputs.write_rows_csv(os.path.join(results_dir, "speedup.csv"), header, rows)
+  outputs.plot_curves(os.path.join(results_dir, "quality.png"), curves,
+                      f"Expert scaling, {settings['task']}, batch {settings['batch_size']}")
   sizes = ("d_model 128, d_ff 512, 4 heads of 32, 2 encoder + 2 decoder layers (each two "
            "sublayer blocks), inputs 128 / targets 32 tokens, Adafactor, constant LR 0.01; "
            "Switch: every other FFN a Switch layer, each expert d_ff 512 (FLOP-matched to dense "
            "but for the router), group size 1024, capacity factor 1.25 train / 2.0 eval, "
            "input jitter, load-balance loss 0.01, init scale 0.1")
-  text = "\n\n".join([
+  return outputs.write_markdown(os.path.join(results_dir, "README.md"), [
       "# Expert scaling at fixed FLOPs per token (paper Figures 1 and 4, Appendix D)",
       "![quality against steps and training seconds](quality.png)",
-      common.markdown_table(header, rows),
+      outputs.markdown_table(header, rows),
       "Speed-up = dense steps (or seconds) / the first checkpoint at which the Switch model's "
       "eval quality is at least the dense model's final quality; resolution is the checkpoint "
       f"interval ({settings['checkpoint_every']} steps), no interpolation. Curves: "
@@ -112,35 +119,24 @@ def write_results(curves: dict, settings: dict, results_dir: str, started: float
       "".join(f"* {name}: {reason}\n" for name, reason in failures.items()),
       SIZE_CHOICE if all(settings[k] == v for k, v in DEFAULT_SIZES.items()) else "",
       f"Paper: {PAPER_CLAIM}",
-      common.run_description(settings, settings["command"], time.time() - started, sizes,
-                             curves),
+      repro_report.run_description(settings, settings["command"], time.time() - started,
+                                   sizes, curves),
   ])
-  text = "\n\n".join(part for part in text.split("\n\n") if part)
-  with open(os.path.join(results_dir, "README.md"), "w") as f:
-    f.write(text + "\n")
-  return text
+
+
+def _add_flags(parser) -> None:
+  parser.add_argument("--experts", type=int, nargs="+", default=list(EXPERT_COUNTS),
+                      help="expert counts of the Switch models")
+
+
+REPRODUCTION = repro_main.Reproduction(
+    script=SCRIPT, path=__file__, description=__doc__.split("\n\n")[0], sizes=DEFAULT_SIZES,
+    variants=lambda flags: variants(flags.experts), write_results=write_results,
+    add_flags=_add_flags)
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  common.add_common_flags(parser, SCRIPT, **DEFAULT_SIZES)
-  parser.add_argument("--experts", type=int, nargs="+", default=list(EXPERT_COUNTS),
-                      help="expert counts of the Switch models")
-  flags = parser.parse_args(argv)
-  started = time.time()
-  settings = common.settings_of(flags, SCRIPT)
-  settings["command"] = common.command_line(__file__, argv)
-  common.check_settings(flags.output_dir, settings)
-  chosen = [v for v in variants(flags.experts) if not flags.only or v.name in flags.only]
-  failures = {}
-  curves = common.run_variants(chosen, settings, flags.output_dir, failures, flags.report_only)
-  for name, reason in failures.items():
-    print(f"{name}: {reason}", flush=True)
-  if "dense" not in curves:
-    print("no dense model in this invocation: nothing to compare against", flush=True)
-    return 0
-  print(write_results(curves, settings, flags.results_dir, started, failures))
-  return 0
+  return repro_main.main(REPRODUCTION, argv)
 
 
 if __name__ == "__main__":

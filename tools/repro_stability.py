@@ -15,21 +15,25 @@ training data seed (order and span noise) and the initialisation seed
 (``mtf_switch.init_seed``). Rerunning the same command resumes.
 """
 
-import argparse
 import os
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import repro_common as common  # noqa: E402  (a sibling module, not a package)
+# Sibling modules, not a package.
+import repro_curves  # noqa: E402
+import repro_main  # noqa: E402
+import repro_outputs as outputs  # noqa: E402
+import repro_report  # noqa: E402
+from repro_settings import Variant  # noqa: E402
 
 SCRIPT = "repro_stability"
 SWITCH_GIN = "models/switch_tiny.gin"
 SEEDS = (1, 2, 3)
-BASELINE = common.Variant("baseline", (SWITCH_GIN,), (),
-                          "float32, init scale 0.1, input jitter, data and init seed 1",
-                          data_seed=1)
+BASELINE = Variant("baseline", (SWITCH_GIN,), (),
+                   "float32, init scale 0.1, input jitter, data and init seed 1",
+                   data_seed=1)
 POLICIES = ("argmax", "sample", "input_dropout", "input_jitter")
 
 # Paper numbers, arXiv 2101.03961.
@@ -42,26 +46,26 @@ PAPER_APPENDIX_C = {"argmax": "-1.471", "sample": "-1.570", "input_dropout": "-1
                     "input_jitter": "-1.468"}
 
 
-def init_variant(scale: str, seed: int) -> common.Variant:
+def init_variant(scale: str, seed: int) -> Variant:
   if scale == "0.1" and seed == 1:
     return BASELINE
-  return common.Variant(f"init{scale}_seed{seed}", (SWITCH_GIN,),
-                        (f"mtf_switch.SwitchFFN.init_scale = {scale}",),
-                        f"init scale {scale}, data and init seed {seed}", data_seed=seed)
+  return Variant(f"init{scale}_seed{seed}", (SWITCH_GIN,),
+                 (f"mtf_switch.SwitchFFN.init_scale = {scale}",),
+                 f"init scale {scale}, data and init seed {seed}", data_seed=seed)
 
 
-def policy_variant(policy: str) -> common.Variant:
+def policy_variant(policy: str) -> Variant:
   if policy == "input_jitter":
     return BASELINE
-  return common.Variant(f"router_{policy}", (SWITCH_GIN,),
-                        (f'mtf_switch.SwitchFFN.router_policy_train = "{policy}"',),
-                        f"router policy {policy} in training (argmax in evaluation)",
-                        data_seed=1)
+  return Variant(f"router_{policy}", (SWITCH_GIN,),
+                 (f'mtf_switch.SwitchFFN.router_policy_train = "{policy}"',),
+                 f"router policy {policy} in training (argmax in evaluation)",
+                 data_seed=1)
 
 
-BF16 = common.Variant("bfloat16_f32_router", (SWITCH_GIN,), ('activation_dtype = "bfloat16"',),
-                      "bfloat16 activations, float32 router (selective precision)", data_seed=1)
-BF16_EVERYWHERE = common.Variant(
+BF16 = Variant("bfloat16_f32_router", (SWITCH_GIN,), ('activation_dtype = "bfloat16"',),
+               "bfloat16 activations, float32 router (selective precision)", data_seed=1)
+BF16_EVERYWHERE = Variant(
     "bfloat16_everywhere", (SWITCH_GIN,),
     ('activation_dtype = "bfloat16"', 'mtf_switch.SwitchFFN.router_dtype = "bfloat16"'),
     "bfloat16 activations and a bfloat16 router", data_seed=1)
@@ -84,7 +88,7 @@ def variants_for(tables) -> list:
 
 def _quality(curves, variant):
   curve = curves.get(variant.name)
-  return common.final_quality(curve) if curve else None
+  return repro_curves.final_quality(curve) if curve else None
 
 
 def table2(curves, settings) -> str:
@@ -94,12 +98,12 @@ def table2(curves, settings) -> str:
   for label, variant in (("float32", BASELINE), ("bfloat16", BF16_EVERYWHERE),
                          ("bfloat16, float32 router", BF16)):
     curve = curves.get(variant.name)
-    quality = common.final_quality(curve) if curve else "not run"
-    speed = common.examples_per_second(curve, settings["batch_size"]) if curve else None
+    quality = repro_curves.final_quality(curve) if curve else "not run"
+    speed = repro_curves.examples_per_second(curve, settings["batch_size"]) if curve else None
     rows.append([label, quality, speed, *PAPER_TABLE2[label]])
   return "\n\n".join([
       "## Table 2: selective precision",
-      common.markdown_table(header, rows),
+      outputs.markdown_table(header, rows),
       "Examples/s on a CPU: bfloat16 is emulated there, so it is no faster (often slower); "
       "the paper's speed-up is a TPU property. The paper's rows: a 32-expert Switch model early "
       "in training.",
@@ -119,7 +123,7 @@ def table3(curves) -> str:
                  *PAPER_TABLE3[scale]])
   return "\n\n".join([
       "## Table 3: initialisation scale (three seeds each)",
-      common.markdown_table(header, rows),
+      outputs.markdown_table(header, rows),
       "std is the sample standard deviation over the seeds run. init_scale here scales the "
       "Switch layers' router and expert weights only (mtf_switch.SwitchFFN.init_scale); the "
       "paper scales every weight of the model. Paper: a 32-expert Switch model after 3.5k "
@@ -133,61 +137,57 @@ def appendix_c(curves) -> str:
           for p in POLICIES]
   return "\n\n".join([
       "## Appendix C (Table 11): router exploration",
-      common.markdown_table(header, rows),
+      outputs.markdown_table(header, rows),
       "Evaluation routes by argmax for every policy. Paper: Table 11 of arXiv 2101.03961.",
   ])
 
 
 def write_results(curves, settings, flags, started, failures) -> str:
   results_dir = flags.results_dir
-  common.write_curves_csv(os.path.join(results_dir, "curves.csv"), curves)
-  common.plot_curves(os.path.join(results_dir, "quality.png"), curves,
-                     f"Stability variants of switch_tiny, {settings['task']}")
-  final_rows = [[n, c[-1]["step"], common.final_quality(c),
-                 common.examples_per_second(c, settings["batch_size"])]
+  outputs.write_curves_csv(os.path.join(results_dir, "curves.csv"), curves)
+  outputs.plot_curves(os.path.join(results_dir, "quality.png"), curves,
+                      f"Stability variants of switch_tiny, {settings['task']}")
+  final_rows = [[n, c[-1]["step"], repro_curves.final_quality(c),
+                 repro_curves.examples_per_second(c, settings["batch_size"])]
                 for n, c in curves.items()]
-  common.write_rows_csv(os.path.join(results_dir, "final.csv"),
+  outputs.write_rows_csv(os.path.join(results_dir, "final.csv"),
                         ["model", "step", "eval_neg_log_perplexity", "examples_per_second"],
                         final_rows)
   sizes = ("switch_tiny: d_model 128, d_ff 512, 4 heads of 32, 2 encoder + 2 decoder layers, "
            "every other FFN a Switch layer of 8 experts with d_ff 512, capacity factor 1.25 "
            "train / 2.0 eval, group size 1024, inputs 128 / targets 32 tokens, Adafactor, "
            "constant LR 0.01")
-  text = "\n\n".join([
+  return outputs.write_markdown(os.path.join(results_dir, "README.md"), [
       "# Stability at small scale: Table 2, Table 3, Appendix C",
       "![quality against steps and training seconds](quality.png)",
-      table2(curves, settings) if "2" in flags.table else "",
-      table3(curves) if "3" in flags.table else "",
-      appendix_c(curves) if "c" in flags.table else "",
+      table2(curves, settings) if "2" in _tables(flags) else "",
+      table3(curves) if "3" in _tables(flags) else "",
+      appendix_c(curves) if "c" in _tables(flags) else "",
       "Per-model final figures: `final.csv`; curves: `curves.csv`.",
       "".join(f"* {name} failed: {reason}\n" for name, reason in failures.items()),
-      common.run_description(settings, settings["command"], time.time() - started, sizes,
-                             curves),
+      repro_report.run_description(settings, settings["command"], time.time() - started,
+                                   sizes, curves),
   ])
-  text = "\n\n".join(part for part in text.split("\n\n") if part)
-  with open(os.path.join(results_dir, "README.md"), "w") as f:
-    f.write(text + "\n")
-  return text
+
+
+def _add_flags(parser) -> None:
+  parser.add_argument("--table", action="append", choices=("2", "3", "c"), default=None,
+                      help="which tables to run (repeatable; default all three)")
+
+
+def _tables(flags) -> list:
+  return flags.table or ["2", "3", "c"]
+
+
+REPRODUCTION = repro_main.Reproduction(
+    script=SCRIPT, path=__file__, description=__doc__.split("\n\n")[0],
+    sizes={"steps": 200, "checkpoint_every": 100, "batch_size": 16, "eval_batches": 8},
+    variants=lambda flags: variants_for(_tables(flags)), write_results=write_results,
+    add_flags=_add_flags)
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  common.add_common_flags(parser, SCRIPT, steps=200, checkpoint_every=100, batch_size=16,
-                          eval_batches=8)
-  parser.add_argument("--table", action="append", choices=("2", "3", "c"), default=None,
-                      help="which tables to run (repeatable; default all three)")
-  flags = parser.parse_args(argv)
-  flags.table = flags.table or ["2", "3", "c"]
-  started = time.time()
-  settings = common.settings_of(flags, SCRIPT)
-  settings["command"] = common.command_line(__file__, argv)
-  common.check_settings(flags.output_dir, settings)
-  chosen = [v for v in variants_for(flags.table) if not flags.only or v.name in flags.only]
-  failures = {}
-  curves = common.run_variants(chosen, settings, flags.output_dir, failures,
-                               flags.report_only)
-  print(write_results(curves, settings, flags, started, failures))
-  return 1 if failures else 0
+  return repro_main.main(REPRODUCTION, argv)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,18 @@ The threshold is fixed by rule before anything is measured: the dense model's fi
 Rerunning the same command resumes: trained models and evaluated checkpoints are not redone.
 """
 
-import argparse
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import repro_common as common  # noqa: E402  (a sibling module, not a package)
+# Sibling modules, not a package.
+import repro_curves  # noqa: E402
+import repro_main  # noqa: E402
+import repro_outputs as outputs  # noqa: E402
+import repro_report  # noqa: E402
+import run_results  # noqa: E402
+from repro_settings import Variant  # noqa: E402
 
 SCRIPT = "repro_table1"
 DENSE_GIN = "models/t5_tiny.gin"
@@ -52,15 +57,15 @@ RUN_ORDER = ("dense", "switch_cf1.0", "moe_cf2.0", "switch_cf1.25", "moe_cf1.25"
 
 def variants(switch_plus_hidden: int) -> list:
   """The eight models, in RUN_ORDER."""
-  rows = [common.Variant("dense", (DENSE_GIN,), (), "t5_tiny")]
+  rows = [Variant("dense", (DENSE_GIN,), (), "t5_tiny")]
   for cf in CAPACITY_FACTORS:
-    rows.append(common.Variant(f"moe_cf{cf}", (MOE_GIN,),
-                               (f"mtf_switch.MoEFFN.capacity_factor_train = {cf}",),
-                               f"top-2 MoE, 8 experts, train capacity factor {cf}"))
-    rows.append(common.Variant(f"switch_cf{cf}", (SWITCH_GIN,),
-                               (f"mtf_switch.SwitchFFN.capacity_factor_train = {cf}",),
-                               f"Switch, 8 experts, train capacity factor {cf}"))
-  rows.append(common.Variant(
+    rows.append(Variant(f"moe_cf{cf}", (MOE_GIN,),
+                        (f"mtf_switch.MoEFFN.capacity_factor_train = {cf}",),
+                        f"top-2 MoE, 8 experts, train capacity factor {cf}"))
+    rows.append(Variant(f"switch_cf{cf}", (SWITCH_GIN,),
+                        (f"mtf_switch.SwitchFFN.capacity_factor_train = {cf}",),
+                        f"Switch, 8 experts, train capacity factor {cf}"))
+  rows.append(Variant(
       "switch_plus_cf1.0", (SWITCH_GIN,),
       ("mtf_switch.SwitchFFN.capacity_factor_train = 1.0",
        f"mtf_switch.SwitchFFN.hidden_size = {switch_plus_hidden}"),
@@ -72,32 +77,35 @@ def table_rows(curves: dict, settings: dict, output_dir: str, threshold: float) 
   rows = []
   for name in [n for n in PAPER_ROWS if n in curves]:
     curve = curves[name]
-    reached = common.first_step_reaching(curve, threshold)
-    dropped = (common.scalar_mean(os.path.join(output_dir, name), DROPPED_TAG)
+    reached = repro_curves.first_step_reaching(curve, threshold)
+    dropped = (run_results.scalar_mean(os.path.join(output_dir, name), DROPPED_TAG)
                if name != "dense" else None)
     paper = PAPER_ROWS.get(name, ("-",) * 5)
-    rows.append([name, curve[-1]["step"], common.final_quality(curve),
+    rows.append([name, curve[-1]["step"], repro_curves.final_quality(curve),
                  reached["step"] if reached else "not reached",
                  reached["train_seconds"] if reached else None,
-                 common.examples_per_second(curve, settings["batch_size"]),
+                 repro_curves.examples_per_second(curve, settings["batch_size"]),
                  dropped if dropped is None else f"{100 * dropped:.2f}%",
                  f"{paper[0]} cf {paper[1]}", paper[2], paper[3], paper[4]])
   return rows
 
 
-def write_results(curves, settings, flags, started, failures) -> str:
+def write_results(curves, settings, flags, started, failures):
+  if "dense" not in curves and flags.threshold is None:
+    print("no dense model in this invocation and no --threshold: no table", flush=True)
+    return None
   results_dir = flags.results_dir
   threshold = (flags.threshold if flags.threshold is not None
-               else common.final_quality(curves["dense"]))
-  common.write_curves_csv(os.path.join(results_dir, "curves.csv"), curves)
+               else repro_curves.final_quality(curves["dense"]))
+  outputs.write_curves_csv(os.path.join(results_dir, "curves.csv"), curves)
   header = ["model", "steps", "final eval neg log perplexity",
             f"first step >= {threshold:.4f}", "train s to threshold", "examples/s (train)",
             "tokens dropped (train)", "paper row", "paper quality @100k",
             "paper hours to -1.50", "paper examples/s"]
   rows = table_rows(curves, settings, flags.output_dir, threshold)
-  common.write_rows_csv(os.path.join(results_dir, "table1.csv"), header, rows)
-  common.plot_curves(os.path.join(results_dir, "quality.png"), curves,
-                     f"Table 1 at small scale, {settings['task']}, batch {settings['batch_size']}")
+  outputs.write_rows_csv(os.path.join(results_dir, "table1.csv"), header, rows)
+  outputs.plot_curves(os.path.join(results_dir, "quality.png"), curves,
+                      f"Table 1 at small scale, {settings['task']}, batch {settings['batch_size']}")
   sizes = ("t5_tiny: d_model 128, d_ff 512, 4 heads of 32, 2 encoder + 2 decoder layers, "
            "inputs 128 / targets 32 tokens, Adafactor, constant LR 0.01; sparse models: every "
            "other FFN a sparse layer of 8 experts with d_ff 512 (Switch+: "
@@ -107,10 +115,10 @@ def write_results(curves, settings, flags, started, failures) -> str:
   threshold_rule = (f"given by --threshold ({threshold:.4f})" if flags.threshold is not None
                     else f"the dense model's final quality ({threshold:.4f}), a rule fixed "
                          "before the run")
-  text = "\n\n".join([
+  return outputs.write_markdown(os.path.join(results_dir, "README.md"), [
       "# Table 1 at small scale: dense, top-2 MoE and Switch across capacity factors",
       "![quality against steps and training seconds](quality.png)",
-      common.markdown_table(header, rows),
+      outputs.markdown_table(header, rows),
       f"Threshold: {threshold_rule}; resolution is the checkpoint interval "
       f"({settings['checkpoint_every']} steps). Examples/s: training sequences per second "
       "between the first and last checkpoint (start-up excluded, checkpoint saving included), "
@@ -119,39 +127,28 @@ def write_results(curves, settings, flags, started, failures) -> str:
       "(written every 100 steps). Paper columns: Table 1 of arXiv 2101.03961 (128 experts, "
       "Base size, 32 TPUv3 cores); the paper's T5-Large row has no counterpart here.",
       "".join(f"* {name} failed: {reason}\n" for name, reason in failures.items()),
-      common.run_description(settings, settings["command"], time.time() - started, sizes,
-                             curves),
+      repro_report.run_description(settings, settings["command"], time.time() - started,
+                                   sizes, curves),
   ])
-  with open(os.path.join(results_dir, "README.md"), "w") as f:
-    f.write(text + "\n")
-  return text
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  common.add_common_flags(parser, SCRIPT, steps=400, checkpoint_every=50, batch_size=16,
-                          eval_batches=8)
+def _add_flags(parser) -> None:
   parser.add_argument("--switch_plus_hidden", type=int, default=1024,
                       help="expert d_ff of Switch+ (dense and other experts: d_ff 512)")
   parser.add_argument("--threshold", type=float, default=None,
                       help="quality threshold (default: the dense model's final quality)")
-  flags = parser.parse_args(argv)
-  started = time.time()
-  settings = common.settings_of(flags, SCRIPT)
-  settings["command"] = common.command_line(__file__, argv)
-  settings["switch_plus_hidden"] = flags.switch_plus_hidden
-  common.check_settings(flags.output_dir, settings)
-  chosen = [v for v in variants(flags.switch_plus_hidden)
-            if not flags.only or v.name in flags.only]
-  failures = {}
-  curves = common.run_variants(chosen, settings, flags.output_dir, failures,
-                               flags.report_only)
-  if "dense" not in curves and flags.threshold is None:
-    print("no dense model in this invocation and no --threshold: no table", flush=True)
-    return 1 if failures else 0
-  print(write_results(curves, settings, flags, started, failures))
-  return 1 if failures else 0
-  return 0
+
+
+REPRODUCTION = repro_main.Reproduction(
+    script=SCRIPT, path=__file__, description=__doc__.split("\n\n")[0],
+    sizes={"steps": 400, "checkpoint_every": 50, "batch_size": 16, "eval_batches": 8},
+    variants=lambda flags: variants(flags.switch_plus_hidden), write_results=write_results,
+    add_flags=_add_flags,
+    extra_settings=lambda flags: {"switch_plus_hidden": flags.switch_plus_hidden})
+
+
+def main(argv=None) -> int:
+  return repro_main.main(REPRODUCTION, argv)
 
 
 if __name__ == "__main__":
