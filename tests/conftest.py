@@ -27,6 +27,8 @@ SLOW_FILES = (
     "test_repro_scripts.py",    # 8 command-line runs through the repro scripts
     "test_compat_and_cli.py",   # 3 Python / command-line start-ups
     "test_cli_init_seed.py",    # 2 command-line runs
+    "test_cli_bfloat16_and_preflight.py",  # 4 command-line runs (dtype, pre-flight)
+    "test_hf_roundtrip.py",     # command-line training, export, import, fine-tuning
 )
 
 # Single tests (every parametrisation) that train a whole model in-process for several steps,
