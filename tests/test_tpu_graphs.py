@@ -33,7 +33,6 @@ from mtf_switch import dispatch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tools"))
-import table9  # noqa: E402
 import tpu_plan  # noqa: E402
 
 VOCAB, D_MODEL, EXPERTS = 64, 128, 8
@@ -135,7 +134,7 @@ def _check_step(step, router, layout, xla_kernels):
   for scope, counts in by_layer.items():
     stack = scope.split("/")[0]
     slot_bytes = _slot_bytes_per_core(stack, EXPERTS, batch_split, LAYER[router])
-    assert counts == {"ops": 4, "bytes": 4 * slot_bytes}, (scope, counts)
+    assert (counts["ops"], counts["bytes"]) == (4, 4 * slot_bytes), (scope, counts)
   for op in all_to_all:
     assert ("SwitchFFN" in op.name or "MoEFFN" in op.name), op.name
   backward = [op for op in all_to_all if "gradients" in op.name]
@@ -224,22 +223,6 @@ def test_bad_layout_fails_naming_the_value(bindings, message):
                                   TINY + router_bindings + bindings, vocab_size=VOCAB)
 
 
-def _expected_param_bytes_per_core(model_file, bindings, mesh_shape, layout):
-  """From the model's mtf variables and the layout: float32 bytes of one core's slices."""
-  import mesh_tensorflow as mtf
-  mtf_graph, _ = table9.build_graph(model_file, bindings, batch=16, inputs_length=16,
-                                    targets_length=8, vocab_size=VOCAB)
-  total = 0
-  for variable in mtf_graph.all_variables:
-    size = 1
-    for dim in variable.outputs[0].shape.dims:
-      split = mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, dim)
-      assert dim.size % split == 0, dim
-      size *= dim.size // split
-    total += size * 4
-  return total
-
-
 def test_plan_of_a_micro_switch_c():
   """tpu_plan.plan, the tool's code path, on switch_c_tiny.gin (Switch in every FFN), 8 cores."""
   model_file, mesh = "models/switch_c_tiny.gin", 'utils.run.mesh_shape = "batch:8"'
@@ -247,8 +230,9 @@ def test_plan_of_a_micro_switch_c():
                          vocab_size=VOCAB)
   assert report["cores"] == 8 and report["num_experts"] == 32
   assert report["batch_size"] == 16 and report["num_microbatches"] == 1
-  assert report["param_bytes_per_core"] == _expected_param_bytes_per_core(
-      model_file, TINY, "batch:8", "batch:batch;experts:batch")
+  # The built graph's slice variables against the layout's arithmetic on the mtf shapes.
+  assert report["param_bytes_per_core"] == tpu_plan.layout_param_bytes_per_core(
+      model_file, TINY, "batch:8", "batch:batch;experts:batch", vocab_size=VOCAB)
   # Adafactor: factored second moments of the big matrices, full ones of vectors only.
   assert 0 < report["optimizer_bytes_per_core"] < report["param_bytes_per_core"]
   # Two blocks per stack, a Switch layer in each: 4 layers x 4 all-to-alls.
@@ -256,7 +240,7 @@ def test_plan_of_a_micro_switch_c():
   assert report["layers_with_all_to_all"] == 4
   for scope, counts in report["all_to_all_per_layer"].items():
     slot_bytes = _slot_bytes_per_core(scope.split("/")[0], 32, 8)
-    assert counts == {"ops": 4, "bytes": 4 * slot_bytes}, scope
+    assert (counts["ops"], counts["bytes"]) == (4, 4 * slot_bytes), (scope, counts)
   assert report["ops_not_for_tpu"] == []
   biggest = report["largest_activations"][0]
   assert biggest["bytes"] > 0 and len(biggest["shape"]) >= 1

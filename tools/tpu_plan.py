@@ -22,8 +22,9 @@ asks for it), the gin-bound optimizer's update (Adafactor) and the lowering on a
   parameters / optimizer  bytes of one core's slice variables (``TPU_VAR``), optimizer slots
                           told apart by Mesh-TF's slot names (``_slot_vr``, ``_slot_vc``,
                           ``_slot_v``, ``_slot_m``); master copies live on the hosts.
-  largest activations     the largest tensors inside the TPU computation (static shapes,
-                          per core). These are single tensors, not XLA's peak: XLA decides
+  largest activations     the largest tensors of the model's forward and backward pass
+                          inside the TPU computation (static shapes, per core; the
+                          optimizer's parameter-sized temporaries left out). These are single tensors, not XLA's peak: XLA decides
                           what is live at once, which needs the TPU compiler.
   all-to-all              every AllToAll op: the per-core bytes it exchanges, grouped by the
                           Switch layer whose name scope holds it, times the microbatches a
@@ -290,8 +291,8 @@ def largest_activations(step: TPUTrainStep, top: int = 5) -> List[Tuple[str, Lis
   """The largest tensors inside the TPU computation: (op name, shape, dtype, bytes)."""
   found = []
   for op in step.replicate_ops:
-    if op.type in ("ReadVariableOp", "Const"):
-      continue  # weights are counted as parameters; constants are folded
+    if op.type in ("ReadVariableOp", "Const") or "/adafactor/" in op.name:
+      continue  # weights and the optimizer's update temporaries (parameter-sized) aside
     for t in op.outputs:
       size = _static_bytes(t)
       if size:
@@ -319,12 +320,12 @@ _LAYER_SCOPE = re.compile(r"((?:encoder|decoder)/block_\d+/layer_\d+)")
 
 
 def all_to_all_by_layer(step: TPUTrainStep) -> Dict[str, Dict[str, int]]:
-  """{layer scope: {"ops": n per step, "bytes": per-core bytes exchanged per step}}.
+  """{layer scope: {"ops": n per step, "bytes": per-core bytes per step, "operands": [...]}}.
 
   Bytes are the per-core operand of each AllToAll (what one core sends, its own share
   included); an op inside the microbatch loop counts once per microbatch.
   """
-  layers = collections.defaultdict(lambda: {"ops": 0, "bytes": 0})
+  layers = collections.defaultdict(lambda: {"ops": 0, "bytes": 0, "operands": []})
   for op in step.replicate_ops:
     if op.type != "AllToAll":
       continue
@@ -333,6 +334,8 @@ def all_to_all_by_layer(step: TPUTrainStep) -> Dict[str, Dict[str, int]]:
     runs = step.num_microbatches if in_microbatch_loop(op) else 1
     layers[scope]["ops"] += runs
     layers[scope]["bytes"] += runs * (_static_bytes(op.inputs[0]) or 0)
+    layers[scope].setdefault("operands", []).append(
+        [op.name[len(scope) + 1:] if match else op.name, str(op.inputs[0].shape)])
   return dict(sorted(layers.items()))
 
 
@@ -409,6 +412,34 @@ def ops_not_for_tpu(step: TPUTrainStep, xla_kernels: Dict[str, list]) -> List[st
   return problems
 
 
+def layout_param_bytes_per_core(model_file: str, bindings: Sequence[str], mesh_shape: str,
+                                layout: str, vocab_size: int = table9.VOCAB_SIZE) -> int:
+  """One core's float32 parameter bytes from the mtf variable shapes and the layout alone.
+
+  No lowering: table9's mtf graph (seconds even for Switch-C) and, per variable, its size
+  over the mesh splits of its dimensions. For models whose TPU graph is too big to build
+  here; checked against the built graph's slice variables (tests/test_tpu_graphs.py).
+  """
+  import mesh_tensorflow as mtf
+
+  import gin
+  table9.parse_gin([model_file], bindings)
+  lengths = gin.query_parameter("utils.run.sequence_length")
+  mtf_graph, _ = table9.build_graph(model_file, bindings, batch=1,
+                                    inputs_length=lengths["inputs"],
+                                    targets_length=lengths["targets"], vocab_size=vocab_size)
+  total = 0
+  for variable in mtf_graph.all_variables:
+    size = 1
+    for dim in variable.outputs[0].shape.dims:
+      split = mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, dim)
+      if dim.size % split:
+        raise ValueError(f"{variable.name}: {dim} does not split {split} ways")
+      size *= dim.size // split
+    total += size * 4
+  return total
+
+
 # ---- the plan -----------------------------------------------------------------------------
 
 def plan(model_file: str, mesh_file: str, bindings: Sequence[str] = (),
@@ -467,6 +498,7 @@ def _mib(value: float) -> str:
 
 
 def markdown(reports: List[dict]) -> str:
+  import mesh_tensorflow as mtf
   lines = [
       "| model | mesh | cores | experts/core | params/core | Adafactor/core | of 16 GiB | "
       "largest activation | all-to-all per Switch layer per step | collectives "
@@ -475,16 +507,17 @@ def markdown(reports: List[dict]) -> str:
   for r in reports:
     experts_per_core = "-"
     if r["num_experts"]:
-      split = r["cores"] if "experts:batch" in r["layout_rules"] else 1
-      if "experts:batch" in r["layout_rules"]:
-        split = int(re.search(r"batch:(\d+)", r["mesh_shape"]).group(1))
+      split = mtf.tensor_dim_to_mesh_dim_size(r["layout_rules"], r["mesh_shape"],
+                                              mtf.Dimension("experts", r["num_experts"]))
       experts_per_core = f"{r['num_experts'] / split:g}"
     a2a = r["all_to_all_per_layer"]
-    if a2a:
-      first = next(iter(a2a.values()))
-      a2a_text = f"{first['ops']} ops, {_mib(first['bytes'])} ({len(a2a)} layers)"
-    else:
-      a2a_text = "none"
+    parts = []
+    for stack in ("encoder", "decoder"):
+      layers = [v for k, v in a2a.items() if k.startswith(stack)]
+      if layers:
+        parts.append(f"{stack[:3]} {max(v['ops'] for v in layers)} ops "
+                     f"{_mib(max(v['bytes'] for v in layers))}")
+    a2a_text = ", ".join(parts) or "none"
     act = r["largest_activations"][0] if r["largest_activations"] else None
     act_text = f"{_mib(act['bytes'])} {act['shape']} {act['dtype']}" if act else "-"
     c = r["collectives"]
@@ -518,6 +551,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--gin_param", action="append", default=[],
                       help="extra gin bindings for every model")
   parser.add_argument("--json", action="store_true", help="one JSON line per model only")
+  parser.add_argument("--layout_only", action="store_true",
+                      help="only per-core parameter bytes from the layout (no TPU graph)")
   return parser
 
 
@@ -534,6 +569,15 @@ def main(argv=None) -> int:
   reports = []
   for model_file, mesh_file, paper in plans:
     bindings = ([] if args.mesh else PLAN_BINDINGS.get(model_file, [])) + args.gin_param
+    if args.layout_only:
+      table9.parse_gin([model_file, mesh_file], bindings)
+      run_args = _run_bindings()
+      mesh_shape, layout = run_args["mesh_shape"], run_args["layout_rules"]
+      params = layout_param_bytes_per_core(model_file, bindings, mesh_shape, layout)
+      print(json.dumps({"model": model_file, "mesh_shape": mesh_shape, "layout_rules": layout,
+                        "param_bytes_per_core": params, "param_gib_per_core": params / 2**30,
+                        "of_v3_hbm": params / V3_HBM_BYTES_PER_CORE}), flush=True)
+      continue
     report = plan(model_file, mesh_file, bindings, paper)
     reports.append(report)
     print(json.dumps(report), flush=True)
