@@ -246,3 +246,20 @@ def test_plan_of_a_micro_switch_c():
   assert biggest["bytes"] > 0 and len(biggest["shape"]) >= 1
   line = tpu_plan.markdown([report])
   assert "switch_c_tiny.gin" in line and "16 ops" not in line
+
+
+@pytest.mark.slow
+def test_microbatch_loop_counts_its_all_to_alls_per_microbatch(xla_kernels):
+  """Mesh-TF's microbatch loop is a while_v2 function body: its ops are found and counted."""
+  step = tpu_plan.build_tpu_train_step(
+      ["models/switch_c_tiny.gin", "mesh/tpu_expert_data.gin"],
+      ['utils.run.sequence_length = {"inputs": 16, "targets": 8}',
+       'utils.run.batch_size = ("sequences_per_batch", 32)', 'utils.run.mesh_shape = "batch:8"',
+       "utils.serialize_num_microbatches.tokens_per_microbatch_per_replica = 32"],
+      vocab_size=VOCAB)
+  assert step.num_microbatches == 2
+  loop_a2a = [op for op in step.loop_ops if op.type == "AllToAll"]
+  assert len(loop_a2a) == 4 * 4  # 4 Switch layers, all inside the loop body
+  by_layer = tpu_plan.all_to_all_by_layer(step)
+  assert [v["ops"] for v in by_layer.values()] == [8] * 4
+  assert tpu_plan.ops_not_for_tpu(step, xla_kernels) == []

@@ -120,7 +120,7 @@ class FakeTPUContext:
 class TPUTrainStep:
   """A built (never run) TPU training step."""
   graph: object                 # tf.Graph
-  replicate_ops: list           # tf.Operation inside the TPU computation
+  replicate_ops: list           # tf.Operation inside the TPU computation, function bodies too
   num_cores: int
   mesh_shape: str
   layout_rules: str
@@ -129,6 +129,7 @@ class TPUTrainStep:
   num_microbatches: int
   model: object                 # the transformer.Bitransformer
   build_seconds: float
+  loop_ops: frozenset = frozenset()  # of replicate_ops, those in a while loop's body
 
 
 def inside_tpu_computation(op) -> bool:
@@ -140,6 +141,43 @@ def inside_tpu_computation(op) -> bool:
       return True
     context = context.outer_context
   return False
+
+
+_CALLING_OPS = ("While", "StatelessWhile", "If", "StatelessIf", "PartitionedCall",
+                "StatefulPartitionedCall")
+
+
+def ops_with_function_bodies(ops) -> Tuple[list, frozenset]:
+  """ops, and recursively the ops of the functions they call; and those inside while loops.
+
+  TF 2's control flow (on by default, also under tf.compat.v1) builds a while loop's body,
+  e.g. Mesh-TF's microbatch loop, as a separate function graph that
+  graph.get_operations() does not list.
+  """
+  found, in_loop = [], set()
+
+  def visit(op_list, looping):
+    for op in op_list:
+      found.append(op)
+      if looping:
+        in_loop.add(op)
+      if op.type not in _CALLING_OPS:
+        continue
+      for attr in ("body", "cond", "then_branch", "else_branch", "f"):
+        try:
+          name = op.get_attr(attr).name
+        except (ValueError, AttributeError):
+          continue
+        function = op.graph._get_function(name)  # noqa: SLF001
+        outer = getattr(op.graph, "outer_graph", None)
+        while function is None and outer is not None:
+          function = outer._get_function(name)  # noqa: SLF001
+          outer = getattr(outer, "outer_graph", None)
+        if function is not None:
+          visit(function.graph.get_operations(), looping or "While" in op.type)
+
+  visit(ops, False)
+  return found, frozenset(in_loop)
 
 
 def _absl_flags_parsed() -> None:
@@ -249,12 +287,13 @@ def build_tpu_train_step(gin_files: Sequence[str], bindings: Sequence[str] = (),
   finally:
     if own_dir:
       shutil.rmtree(model_dir, ignore_errors=True)
-  replicate_ops = [op for op in graph.get_operations() if inside_tpu_computation(op)]
+  replicate_ops, loop_ops = ops_with_function_bodies(
+      [op for op in graph.get_operations() if inside_tpu_computation(op)])
   return TPUTrainStep(graph=graph, replicate_ops=replicate_ops, num_cores=num_cores,
                       mesh_shape=str(run_args["mesh_shape"]),
                       layout_rules=str(run_args["layout_rules"]), batch_size=batch_size,
                       sequence_length=sequence_length, num_microbatches=num_microbatches,
-                      model=model, build_seconds=time.time() - start)
+                      model=model, build_seconds=time.time() - start, loop_ops=loop_ops)
 
 
 # ---- what the graph holds ----------------------------------------------------------------
@@ -331,7 +370,7 @@ def all_to_all_by_layer(step: TPUTrainStep) -> Dict[str, Dict[str, int]]:
       continue
     match = _LAYER_SCOPE.search(op.name)
     scope = match.group(1) if match else "(outside a layer)"
-    runs = step.num_microbatches if in_microbatch_loop(op) else 1
+    runs = step.num_microbatches if (op in step.loop_ops or in_microbatch_loop(op)) else 1
     layers[scope]["ops"] += runs
     layers[scope]["bytes"] += runs * (_static_bytes(op.inputs[0]) or 0)
     layers[scope].setdefault("operands", []).append(
@@ -396,6 +435,8 @@ def ops_not_for_tpu(step: TPUTrainStep, xla_kernels: Dict[str, list]) -> List[st
   problems = []
   for op in step.replicate_ops:
     node_def = op.node_def
+    if op.type == "Placeholder" and hasattr(op.graph, "outer_graph"):
+      continue  # a function body's argument
     if op.type not in TPU_ONLY_OPS:
       candidates = xla_kernels.get(op.type, [])
       if not candidates:
