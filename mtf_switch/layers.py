@@ -145,6 +145,24 @@ class _Dims:
   capacity: mtf.Dimension
 
 
+OUTER_BATCH_DIM_NAME = "outer_batch"
+
+
+def grouping_dim(token_dims) -> mtf.Dimension:
+  """The token dimension whose name (and so whose mesh split) the routing groups take.
+
+  The first one, except for Mesh-TF's ``outer_batch`` of size 1: ``tpu_estimator_model_fn``
+  gives every feature a leading [outer_batch=1] dimension by default (its
+  ``outer_batch_size``), which no layout splits; grouping over it would put every group on
+  every core, so the expert re-split would be an all-gather instead of the paper's all-to-all
+  (the outputs are the same). The batch dimension after it is the one data parallelism splits.
+  """
+  first = token_dims[0]
+  if first.name == OUTER_BATCH_DIM_NAME and first.size == 1 and len(token_dims) > 1:
+    return token_dims[1]
+  return first
+
+
 class _RoutedExperts(transformer.TransformerLayer):
   """Groups, capacity, routing, dispatch and combine around a pluggable expert computation.
 
@@ -328,12 +346,13 @@ class _RoutedExperts(transformer.TransformerLayer):
     """(GroupPlan, _Dims, DispatchPlan): the static sizes and the path, before any op, so a
     bad size or layout fails with nothing built."""
     token_dims, model_dim = x.shape.dims[:-1], x.shape.dims[-1]
-    groups_split = mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, token_dims[0])
+    group_source = grouping_dim(token_dims)
+    groups_split = mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, group_source)
     group_plan = capacity_lib.plan_groups(mtf.Shape(token_dims).size, self.group_size,
                                           groups_split)
     self._check_layout(layout, mesh_shape)
     dims = _Dims(
-        groups=mtf.Dimension(token_dims[0].name, group_plan.num_groups),
+        groups=mtf.Dimension(group_source.name, group_plan.num_groups),
         tokens=mtf.Dimension(TOKENS_DIM_NAME, group_plan.tokens_per_group),
         experts=mtf.Dimension(EXPERTS_DIM_NAME, self.num_experts),
         capacity=mtf.Dimension(CAPACITY_DIM_NAME,

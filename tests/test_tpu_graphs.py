@@ -154,12 +154,9 @@ def test_other_routers_training_step_builds_for_tpu(router, layout, xla_kernels)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "layers.SwitchFFN groups tokens over their first dimension; under TPUEstimator's default "
-    "outer_batch_size=1 that is 'outer_batch' (size 1), so groups are split over no core and "
-    "the expert re-split is an all-gather, not an all-to-all; gin/mesh/tpu_*.gin bind "
-    "outer_batch_size = 0 until the layer skips outer_batch"))
 def test_default_outer_batch_gives_all_to_all(xla_kernels):
+  """TPUEstimator's default [outer_batch=1] leading dimension: the layer groups over the batch
+  dimension after it (layers.grouping_dim), so the expert re-split is still an all-to-all."""
   step = _build("switch", "expert_data",
                 ["utils.tpu_estimator_model_fn.outer_batch_size = 1"])
   assert len([op for op in step.replicate_ops if op.type == "AllToAll"]) == 4 * SWITCH_LAYERS

@@ -56,9 +56,9 @@ for _path in (REPO, os.path.join(REPO, "tools")):
     sys.path.insert(0, _path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from mtf_switch import compat  # noqa: E402,F401  (before any mesh_tensorflow import)
-
 import table9  # noqa: E402  (gin loading exactly as table9 and the CLI do)
+
+from mtf_switch import compat  # noqa: E402,F401  (before any mesh_tensorflow import)
 
 V3_HBM_BYTES_PER_CORE = 16 * 2**30
 V3_CORES_PER_CHIP = 2
