@@ -35,7 +35,9 @@ def main() -> int:
   # --gin_file=models/switch_tiny.gin works from any directory.
   gin.add_config_file_search_path(PROJECT_GIN_DIR)
   requested = gin_parse.install(
-      mesh_transformer_main, after_parse=[preflight.register_text_files, preflight.check_task])
+      mesh_transformer_main,
+      after_parse=[preflight.register_text_files, preflight.register_finetune_vocabulary,
+                   preflight.check_task])
   preflight.install(mesh_transformer_main, before_run=requested.restore)
   sys.argv[0] = "t5_mesh_transformer"
   try:

@@ -69,6 +69,16 @@ def register_text_files() -> None:
     raise PreflightError(str(e)) from None
 
 
+def register_finetune_vocabulary() -> None:
+  """Re-registers the fine-tuning tasks with ``finetune_vocabulary.path`` when it is bound."""
+  import tasks
+
+  try:
+    tasks.register_finetune_vocabulary_from_gin()
+  except (ValueError, TypeError, OSError) as e:
+    raise PreflightError(str(e)) from None
+
+
 def check_task() -> None:
   """The run's task or mixture (``MIXTURE_NAME``) is registered, and ``text_files`` is used
   when its files are bound (else they would be ignored without a word)."""

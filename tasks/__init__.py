@@ -34,6 +34,7 @@ from tasks.default_corpus import (
   register_default_corpus_tasks,
   write_default_corpus,
 )
+from tasks.finetune_vocabulary import register_from_gin as register_finetune_vocabulary_from_gin
 from tasks.fortunes import register_fortunes
 from tasks.gin_text_files import register_from_gin as register_text_files_from_gin
 from tasks.glue import (
@@ -78,7 +79,8 @@ __all__ = [
     "default_corpus_vocabulary", "ensure_default_corpus", "register_all", "register_c4_task",
     "register_default_corpus_tasks", "register_fortunes", "register_glue_mixtures",
     "register_mc4", "register_shared_data_tasks", "register_sst2_tsv_task",
-    "register_text_file_task", "register_text_files_from_gin", "register_text_files_mixture",
+    "register_finetune_vocabulary_from_gin", "register_text_file_task",
+    "register_text_files_from_gin", "register_text_files_mixture",
     "scan_text_file",
     "temperature_mixing_rates", "temperature_rate_fn", "train_sentencepiece",
     "write_default_corpus",

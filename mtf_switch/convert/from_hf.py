@@ -105,6 +105,8 @@ def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_I
       json.dump(config, f, indent=2, sort_keys=True)
     if os.path.exists(os.path.join(hf_dir, SPIECE)):
       shutil.copyfile(os.path.join(hf_dir, SPIECE), os.path.join(work, SPIECE))
+      with open(os.path.join(work, GIN_FILE), "a") as f:
+        f.write(finetune_vocabulary_gin(os.path.join(os.path.abspath(output_dir), SPIECE)))
     if os.path.isdir(output_dir):
       os.rmdir(output_dir)
     os.rename(work, output_dir)
@@ -112,6 +114,14 @@ def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_I
     shutil.rmtree(work, ignore_errors=True)
     raise
   return spec
+
+
+def finetune_vocabulary_gin(spiece_path: str) -> str:
+  """model.gin lines that make the fine-tuning tasks encode with the model's own vocabulary."""
+  return ("\n# The model's own SentencePiece vocabulary for the fine-tuning tasks (GLUE, SuperGLUE,\n"
+          "# SST-2): tasks/finetune_vocabulary.py.\n"
+          "import tasks.finetune_vocabulary\n"
+          f"finetune_vocabulary.path = {spiece_path!r}\n")
 
 
 def _write(spec: ModelSpec, source: HFTensors, work: str, slice_bytes: int, progress,
