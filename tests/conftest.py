@@ -52,3 +52,19 @@ def pytest_collection_modifyitems(config, items):
     if item.path.name in rank or f"{item.path.name}::{item.originalname}" in SLOW_TESTS:
       item.add_marker(pytest.mark.slow)
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_gin_config_per_file():
+  """Every test file starts and ends with no gin bindings.
+
+  Helpers such as ``tools/table9.parse_gin`` and ``mtf_switch.convert.mtf_run`` parse gin files
+  into gin's one global config; a binding one file leaves behind (an imported HF model's
+  ``SwitchFFN.z_loss_coef``, say) would otherwise reach the layers the next file in the same
+  worker builds without gin.
+  """
+  import gin
+
+  gin.clear_config()
+  yield
+  gin.clear_config()

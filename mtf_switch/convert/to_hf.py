@@ -69,7 +69,7 @@ def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_siz
   from mesh_tensorflow.transformer import transformer, transformer_layers
 
   import gin
-  from mtf_switch import layers
+  from mtf_switch import layers, routing
   from mtf_switch.convert import mtf_run
   mtf_run.parse_gin(gin_files, gin_params)
   with tf.Graph().as_default(), gin.config_scope(""):
@@ -115,15 +115,18 @@ def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_siz
         found["ffn"].add((layer.hidden_size,) + _activation(layer.activation, where))
         pattern.append(False)
       elif type(layer) is layers.SwitchFFN:
-        if layer.num_overflow_choices:
+        router = layer.router
+        if type(router) is not routing.SwitchRouter:
+          raise ConversionError(f"{where}: router {type(router).__name__} has no HF counterpart "
+                                f"(HF routes top-1, as SwitchRouter does)")
+        if router.num_overflow_choices:
           raise ConversionError(f"{where}: No-Token-Left-Behind has no HF counterpart")
         capacity = expert_capacity or layer.fixed_expert_capacity
         if capacity is None:
           raise ConversionError(
               f"{where}: HF needs an absolute expert capacity per sequence; set "
               f"mtf_switch.SwitchFFN.fixed_expert_capacity or pass --expert_capacity")
-        config = layer.router_config
-        found["switch"].add((layer.num_experts, capacity, config.jitter_eps,
+        found["switch"].add((layer.num_experts, capacity, router.jitter_eps,
                              layer.load_balance_loss_coef, layer.z_loss_coef))
         found["ffn"].add((layer.hidden_size,) + _activation(layer.activation, where))
         pattern.append(True)
