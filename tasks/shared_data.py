@@ -6,6 +6,9 @@ are registered, so a machine without the directory simply lacks these tasks.
   switch_sst2_tsv                  glue/SST-2/{train,dev}.tsv, default-corpus vocabulary
   switch_sst2_tsv_t5_vocab         the same with T5's vocabulary (glue_sst2_v002's features)
   switch_pydocs_span_corruption    text/en_pydocs.txt, default-corpus vocabulary
+  switch_docs_span_corruption      text/en_pydocs.txt + text/en_kerneldocs.txt (19 MB of
+                                   documentation prose), default-corpus vocabulary
+  switch_docs_full_lm              the same files, decoder-only language modelling (full_lm)
   switch_fortunes_span_corruption  multilingual/fortunes_*.txt mixture (tasks.fortunes)
 
 The default-corpus vocabulary is shared so that a model pre-trained on the default corpus or the
@@ -24,6 +27,13 @@ SST2_TASK = glue.SST2_TASK
 SST2_T5_VOCAB_TASK = f"{glue.SST2_TASK}_t5_vocab"
 PYDOCS_TASK = "switch_pydocs_span_corruption"
 PYDOCS_FILE = os.path.join("text", "en_pydocs.txt")
+KERNELDOCS_FILE = os.path.join("text", "en_kerneldocs.txt")
+# The expert-scaling corpus (tools/repro_expert_scaling.py): both documentation files, one task
+# per objective, so a model of either kind reads the same documents in the same order.
+DOCS_FILES = (PYDOCS_FILE, KERNELDOCS_FILE)
+DOCS_INTERLEAVE_SEED = 2101_03961
+DOCS_TASKS = {objectives.SPAN_CORRUPTION: "switch_docs_span_corruption",
+              objectives.FULL_LM: "switch_docs_full_lm"}
 FORTUNES_MIXTURE = fortunes.MIXTURE_NAME
 
 
@@ -53,6 +63,14 @@ def register_shared_data_tasks(data_dir: Optional[str] = None, cache_dir: Option
     registry.add_task(PYDOCS_TASK, replace=replace, **text_files.text_task_kwargs(
         source, vocabulary, objectives.SPAN_CORRUPTION))
     names.append(PYDOCS_TASK)
+  docs = [root / f for f in DOCS_FILES]
+  if all(p.is_file() for p in docs):
+    source = text_files.TextLinesDataSource(docs, validate=validate,
+                                            interleave_seed=DOCS_INTERLEAVE_SEED)
+    for objective, name in DOCS_TASKS.items():
+      registry.add_task(name, replace=replace,
+                        **text_files.text_task_kwargs(source, vocabulary, objective))
+      names.append(name)
   if all(os.path.isfile(p) for p in fortunes.fortunes_paths(root).values()):
     fortunes.register_fortunes(root, cache_dir=cache_dir, validate=validate, replace=replace)
     names.append(FORTUNES_MIXTURE)

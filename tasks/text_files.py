@@ -49,14 +49,17 @@ class TextLinesDataSource(registry.PicklableLockMixin, seqio.DataSource):
   The files are validated (exist, non-empty, UTF-8) and counted the first time the source is used
   or its example counts are asked for, or at construction with ``validate=True``. A
   ``prepare_fn(*prepare_args)`` runs before that first use: it lets a task be registered for a
-  file that is only written when needed (the default corpus).
+  file that is only written when needed (the default corpus). Several files are read one after
+  the other, or, with an ``interleave_seed``, interleaved at random in proportion to their
+  documents (the same interleaving for every run with that seed).
   """
 
   def __init__(self, paths, holdout_every: int = lines_lib.HOLDOUT_EVERY, *,
                validate: bool = True, prepare_fn: Optional[Callable[..., object]] = None,
-               prepare_args: tuple = ()):
+               prepare_args: tuple = (), interleave_seed: Optional[int] = None):
     self._paths = lines_lib.normalize_paths(paths)
     self._holdout_every = holdout_every
+    self._interleave_seed = interleave_seed
     self._prepare_fn = prepare_fn
     self._prepare_args = tuple(prepare_args)
     self._stats: Optional[list[lines_lib.TextFileStats]] = None
@@ -107,9 +110,19 @@ class TextLinesDataSource(registry.PicklableLockMixin, seqio.DataSource):
     del shuffle, seed, sequence_length, use_cached, num_epochs
     lines_lib.check_split(split)
     self.file_stats()
-    ds = _read_split(self._paths[0], split, self._holdout_every)
-    for path in self._paths[1:]:
-      ds = ds.concatenate(_read_split(path, split, self._holdout_every))
+    files = [_read_split(path, split, self._holdout_every) for path in self._paths]
+    if self._interleave_seed is None or len(files) == 1:
+      ds = files[0]
+      for other in files[1:]:
+        ds = ds.concatenate(other)
+    else:
+      # Each file's documents in its own order, the files drawn at random in proportion to
+      # their sizes: a pass reads every document once, and every stretch of it holds all files
+      # in their proportions (concatenated, a model would see one file, then the next).
+      sizes = [stats.documents_in(split) for stats in self.file_stats()]
+      ds = tf.data.Dataset.sample_from_datasets(
+          files, weights=[n / sum(sizes) for n in sizes], seed=self._interleave_seed,
+          stop_on_empty_dataset=False)
     if shard_info:
       ds = ds.shard(shard_info.num_shards, shard_info.index)
     return ds

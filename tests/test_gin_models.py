@@ -52,6 +52,7 @@ CPU_RUNS = [
     ("models/switch_tiny.gin", "mesh/cpu2_expert_data.gin", layers.SwitchFFN, 2),
     ("models/moe_tiny.gin", "mesh/cpu2_expert_data.gin", layers.MoEFFN, 2),
     ("models/switch_c_tiny.gin", "mesh/cpu2_expert_data.gin", layers.SwitchFFN, 4),
+    ("models/switch_tiny_every_ffn.gin", "mesh/cpu_data_parallel.gin", layers.SwitchFFN, 4),
     ("models/t5_small.gin", "mesh/cpu2_model.gin", None, 0),
     ("models/switch_small.gin", "mesh/cpu2_data.gin", layers.SwitchFFN, 4),
 ]

@@ -10,6 +10,7 @@ it TensorFlow start-up: one process per training and per evaluation. In the slow
 import csv
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -19,6 +20,7 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 
 import repro_curves  # noqa: E402
 import repro_expert_scaling  # noqa: E402
+import repro_expert_scaling_pilot  # noqa: E402
 import repro_stability  # noqa: E402
 import repro_table1  # noqa: E402
 
@@ -74,9 +76,10 @@ def _check_speedup_table(results, curves):
   assert [r["model"] for r in speedup] == list(curves)
   for row in speedup:
     curve = curves[row["model"]]
-    assert float(row["final eval neg log perplexity"]) == pytest.approx(curve[-1][2])
+    assert float(row["final eval neg log perplexity (seed mean)"]) == pytest.approx(
+        curve[-1][2])
     reached = next((step for step, _, q in curve if q >= target), None)
-    assert row["first step >= dense final"] == str(reached or "not reached")
+    assert row["first checkpoint >= dense final"] == str(reached or "not reached")
     if reached:
       assert row["step speed-up"] == f"{curves['dense'][-1][0] / reached:.2f}x"
   finals = ", ".join(f"{name} {curve[-1][2]:.4f}" for name, curve in curves.items())
@@ -84,18 +87,28 @@ def _check_speedup_table(results, curves):
 
 
 def test_expert_scaling_runs_and_resumes(tmp_path, capsys):
-  argv = MICRO + ["--experts", "2"] + _dirs(tmp_path, "scaling")
+  argv = MICRO + ["--experts", "2", "--seeded_experts", "2", "--seeds", "1"] + _dirs(
+      tmp_path, "scaling")
   assert repro_expert_scaling.main(argv) == 0
   results = tmp_path / "results" / "scaling"
-  _outputs_exist(results, "speedup.csv")
+  _outputs_exist(results, "speedup.csv", "speedup.png", "expert_load_switch_2.png")
   rows = _csv(results / "curves.csv")
   curves = _curves(results)
   assert sorted(curves) == ["dense", "switch_2"]
   for curve in curves.values():
     _check_trained_curve(curve)
+  # The trainer's CPU seconds are recorded beside the wall seconds, and grow.
+  cpu = [float(r["cpu_seconds"]) for r in rows if r["model"] == "dense"]
+  assert cpu[0] == 0.0 and cpu == sorted(cpu) and cpu[-1] > 0, cpu
   _check_speedup_table(results, curves)
   markdown = (results / "README.md").read_text()
   assert "--experts 2" in markdown  # the command that reproduces the run
+  # The Switch model's routing statistics are kept in its record: 2 experts' load in each of
+  # its 2 Switch layers, balanced loads summing to the number of experts.
+  record = json.loads((results / "models" / "switch_2.json").read_text())
+  loads = [t for t in record["training_scalars"] if "/expert_load/" in t]
+  assert len(loads) == 4, loads
+  assert record["curve"][-1]["neg_log_perplexity"] == pytest.approx(curves["switch_2"][-1][2])
 
   # Rerunning the same command trains and evaluates nothing again.
   capsys.readouterr()
@@ -106,13 +119,45 @@ def test_expert_scaling_runs_and_resumes(tmp_path, capsys):
   # --report_only writes the same results from what is on disk.
   assert repro_expert_scaling.main(argv + ["--report_only"]) == 0
   assert _csv(results / "curves.csv") == rows
+  # On another machine (no model directories), the committed records stand in for the models.
+  shutil.rmtree(tmp_path / "runs" / "scaling")
+  capsys.readouterr()
+  assert repro_expert_scaling.main(argv) == 0
+  out = capsys.readouterr().out
+  assert ": training " not in out and "finished earlier" in out
+  assert _csv(results / "curves.csv") == rows
+
+
+def test_expert_scaling_pilot_language_model(tmp_path):
+  """The decoder-only design: both models train on the full_lm twin of the task, and the
+  design table is the curves' own."""
+  argv = MICRO + ["--designs", "decoder_lm", "--experts", "2"] + _dirs(tmp_path, "pilot")
+  assert repro_expert_scaling_pilot.main(argv) == 0
+  results = tmp_path / "results" / "pilot"
+  _outputs_exist(results, "designs.csv", "gaps.png")
+  curves = _curves(results)
+  assert sorted(curves) == ["decoder_lm.dense", "decoder_lm.switch_2"]
+  for curve in curves.values():
+    _check_trained_curve(curve)
+  for model in curves:
+    commands = (tmp_path / "runs" / "pilot" / model / "commands").iterdir()
+    assert any('MIXTURE_NAME = "switch_default_corpus_full_lm"' in c.read_text()
+               for c in commands), model
+  (row,) = _csv(results / "designs.csv")
+  gap = curves["decoder_lm.switch_2"][-1][2] - curves["decoder_lm.dense"][-1][2]
+  assert float(row["gap (switch - dense)"]) == pytest.approx(gap, abs=1e-4)
+  assert "**Chosen: `decoder_lm`**" in (results / "README.md").read_text()
 
 
 def test_changed_training_settings_refuse_to_resume(tmp_path):
-  argv = MICRO + ["--experts", "2", "--only", "none"] + _dirs(tmp_path, "scaling")
+  argv = MICRO + ["--experts", "2", "--seeded_experts", "2", "--only", "none"] + _dirs(
+      tmp_path, "scaling")
   repro_expert_scaling.main(argv)
   with pytest.raises(SystemExit, match="batch_size"):
     repro_expert_scaling.main(argv + ["--batch_size", "8"])
+  # Another design would train other models under the same names: refused too.
+  with pytest.raises(SystemExit, match="design"):
+    repro_expert_scaling.main(argv + ["--design", "every_ffn"])
   # A directory from before initialisation was seeded is not resumed as a seeded one.
   settings = tmp_path / "runs" / "scaling" / "settings.json"
   recorded = json.loads(settings.read_text())

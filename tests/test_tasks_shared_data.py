@@ -5,6 +5,8 @@ build the registered tasks' vocabularies (that would harvest the default corpus 
 of text): examples are checked through twins with a small vocabulary trained here.
 """
 
+import os
+
 import pytest
 import seqio
 
@@ -72,6 +74,21 @@ def test_pydocs_split_sizes():
   assert (stats.train_documents, stats.validation_documents) == (29_513, 1_553)
   task = seqio.get_mixture_or_task(tasks.PYDOCS_TASK)
   assert task.num_input_examples("validation") == 1_553
+
+
+def test_docs_tasks_read_both_files():
+  """The expert-scaling corpus: both documentation files, interleaved, for either objective."""
+  stats = [lines.scan_text_file(DATA / f) for f in shared_data.DOCS_FILES]
+  for objective, name in tasks.DOCS_TASKS.items():
+    task = seqio.get_mixture_or_task(name)
+    assert task.num_input_examples("validation") == sum(s.validation_documents for s in stats)
+    assert ("inputs" in task.output_features) == (objective != tasks.FULL_LM)
+  source = seqio.get_mixture_or_task(tasks.DOCS_TASKS[tasks.SPAN_CORRUPTION]).source
+  assert [os.path.basename(p) for p in source.paths] == ["en_pydocs.txt", "en_kerneldocs.txt"]
+  first = [ex["text"].decode() for ex in source.get_dataset("validation").take(200)
+           .as_numpy_iterator()]
+  kernel = set(lines.iter_documents(DATA / shared_data.KERNELDOCS_FILE, "validation"))
+  assert 0 < sum(d in kernel for d in first) < 200  # both files from the start
 
 
 def test_fortunes_mixture_rates():

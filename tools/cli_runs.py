@@ -25,12 +25,14 @@ import run_results  # noqa: E402  (a sibling module: the tools put tools/ on sys
 
 def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str], label: str,
             module_imports: Iterable[str] = (), log_path: Optional[str] = None,
-            on_line: Optional[Callable[[str], None]] = None) -> str:
+            on_line: Optional[Callable[[str], None]] = None,
+            on_start: Optional[Callable[[subprocess.Popen], None]] = None) -> str:
   """Runs one ``switch_mesh_transformer`` command in a subprocess; returns its log.
 
   Each log line goes to ``on_line`` (default: echo progress - checkpoints saved, evaluation
   results, steps/s) as it appears; the whole log is appended to ``log_path`` (default
-  ``{model_dir}/../{label}.log``). A failed command prints its tail, then raises a
+  ``{model_dir}/../{label}.log``). ``on_start`` is given the process once it has started
+  (e.g. to read its CPU time). A failed command prints its tail, then raises a
   SystemExit that names the run. Interrupting the caller (Ctrl-C) kills the subprocess, so
   no orphan training process is left holding the CPU.
   """
@@ -48,6 +50,8 @@ def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str],
   with open(log_path, "a", encoding="utf-8") as log_file:
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    if on_start:
+      on_start(proc)
     try:
       for line in proc.stdout:
         lines.append(line)
@@ -67,6 +71,21 @@ def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str],
     raise SystemExit(f"{label}: switch_mesh_transformer ({model_dir}) exited with "
                      f"{proc.returncode}; full log: {log_path}")
   return log
+
+
+def process_cpu_seconds(pid: int) -> Optional[float]:
+  """User + system CPU seconds a running process has used so far (Linux /proc), else None.
+
+  Unlike wall time, this hardly changes when other jobs share the cores, so training runs
+  that share a machine can still be compared by it.
+  """
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+      fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+  except (OSError, IndexError, ValueError):
+    return None
 
 
 def _echo_progress(label: str, line: str, line_number: int) -> None:

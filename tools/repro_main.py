@@ -3,12 +3,14 @@
 A script says what it reproduces as a ``Reproduction``: its default sizes, its own flags, its
 variants and how it writes its results. ``main`` does the rest, the same way for every script:
 parse the flags, record and check the run's settings, train and evaluate the chosen variants
-(``--only``; a failed variant is reported and the others still run), write the results, and
-exit with 1 if any variant failed.
+(``--only``; a failed variant is reported and the others still run), keep each finished
+model's record under ``results_dir/models/`` (so a rerun elsewhere does not retrain it), write
+the results, and exit with 1 if any variant failed.
 """
 
 import argparse
 import dataclasses
+import os
 import time
 from typing import Callable, Optional, Sequence
 
@@ -30,7 +32,10 @@ class Reproduction:
     write_results: (curves, settings, flags, started, failures) -> the markdown written, or
       None when there is nothing to report (printed as given by ``nothing_to_report``).
     add_flags: adds the script's own flags to the parser.
-    extra_settings: flags -> settings recorded beside the common ones.
+    extra_settings: flags -> settings recorded beside the common ones; like the training
+      settings, a rerun must match them to resume.
+    task_of: (flags, the task the common flags resolve to) -> the task to train on, for a
+      script whose default task or objective is its own.
   """
 
   script: str
@@ -41,6 +46,7 @@ class Reproduction:
   write_results: Callable[..., Optional[str]]
   add_flags: Callable[[argparse.ArgumentParser], None] = lambda parser: None
   extra_settings: Callable[[argparse.Namespace], dict] = lambda flags: {}
+  task_of: Optional[Callable[[argparse.Namespace, str], str]] = None
 
 
 def main(reproduction: Reproduction, argv: Optional[Sequence[str]] = None) -> int:
@@ -50,13 +56,17 @@ def main(reproduction: Reproduction, argv: Optional[Sequence[str]] = None) -> in
   flags = parser.parse_args(argv)
   started = time.time()
   settings = repro_settings.settings_of(flags, reproduction.script)
+  if reproduction.task_of is not None:
+    settings["task"] = reproduction.task_of(flags, settings["task"])
   settings["command"] = repro_settings.command_line(reproduction.path, argv)
-  settings.update(reproduction.extra_settings(flags))
-  repro_settings.check_settings(flags.output_dir, settings)
+  extra = reproduction.extra_settings(flags)
+  settings.update(extra)
+  repro_settings.check_settings(flags.output_dir, settings, extra_keys=tuple(extra))
   chosen = [v for v in reproduction.variants(flags) if not flags.only or v.name in flags.only]
   failures = {}
   curves = repro_runs.run_variants(chosen, settings, flags.output_dir, failures,
-                                   flags.report_only)
+                                   flags.report_only,
+                                   records_dir=os.path.join(flags.results_dir, "models"))
   for name, reason in failures.items():
     print(f"{name}: {reason}", flush=True)
   text = reproduction.write_results(curves, settings, flags, started, failures)

@@ -9,10 +9,12 @@ def write_curves_csv(path: str, curves: dict) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(["model", "step", "train_seconds", "eval_neg_log_perplexity"])
+    writer.writerow(["model", "step", "train_seconds", "cpu_seconds",
+                     "eval_neg_log_perplexity"])
     for name, curve in curves.items():
       for row in curve:
-        writer.writerow([name, row["step"], row["train_seconds"], row["neg_log_perplexity"]])
+        writer.writerow([name, row["step"], row["train_seconds"], row.get("cpu_seconds"),
+                         row["neg_log_perplexity"]])
 
 
 def write_rows_csv(path: str, header: Sequence[str], rows: Sequence[Sequence]) -> None:

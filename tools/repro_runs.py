@@ -13,6 +13,7 @@ negative log perplexity against steps and against training seconds:
 Files of one variant, under ``--output_dir``/<variant>/ (the model_dir):
 
     train_seconds.json            {checkpoint step: training seconds up to it}
+    cpu_seconds.json              {checkpoint step: the trainer's CPU seconds up to it}
     eval_{batches}x{batch}.json   {checkpoint step: eval neg log perplexity}
     logs/*.log                    full CLI logs
 """
@@ -25,13 +26,14 @@ from typing import Callable, Optional, Sequence
 
 import cli_runs  # sibling modules: the scripts put tools/ on sys.path
 import run_results
-from repro_settings import CPU_MESH, EVAL_SEED, Variant
+from repro_settings import CPU_MESH, EVAL_SEED, TRAINING_SETTINGS, Variant
 
 # absl repeats every INFO line in its own format; matching only TF's own prefix reads each once.
 # Progress only: the figures themselves are read from checkpoints and TensorBoard events.
 SAVE_LINE = re.compile(r"^INFO:tensorflow:Saving checkpoints for (\d+) into")
 LOSS_LINE = re.compile(r"tf_loss\[([0-9.eE+-]+)\]\[(\d+)\]")  # printed by the CLI every step
 EVALUATED_LINE = re.compile(r"^INFO:tensorflow:Saving dict for global step (\d+):")
+CPU_SECONDS_FILE = "cpu_seconds.json"
 
 
 def _base_params(settings: dict) -> list:
@@ -45,11 +47,11 @@ def _gin_files(variant: Variant, settings: dict) -> list:
 
 
 def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str], mode: str,
-            on_line: Optional[Callable[[str], None]] = None) -> str:
+            on_line: Optional[Callable[[str], None]] = None, on_start=None) -> str:
   """cli_runs.run_cli with the log kept in model_dir/logs/, one file per run of each mode."""
   log_path = os.path.join(model_dir, "logs", f"{mode}_{time.strftime('%Y%m%d-%H%M%S')}.log")
-  return cli_runs.run_cli(model_dir, gin_files, gin_params, mode,
-                          log_path=log_path, on_line=on_line or (lambda line: None))
+  return cli_runs.run_cli(model_dir, gin_files, gin_params, mode, log_path=log_path,
+                          on_line=on_line or (lambda line: None), on_start=on_start)
 
 
 def _read_json(path: str) -> dict:
@@ -69,9 +71,11 @@ def _write_json(path: str, data: dict) -> None:
 class _TrainProgress:
   """Follows a training log: prints progress, records seconds at each checkpoint.
 
-  The clock starts at the process's first checkpoint save (the restored or initial step), so
-  graph building and start-up are not counted as training time; seconds carry over from the
-  previous process of a resumed run.
+  Two clocks: wall seconds (train_seconds.json) and the training process's CPU seconds
+  (cpu_seconds.json), which hardly move when other jobs share the machine. Both start at the
+  process's first checkpoint save (the restored or initial step), so graph building and
+  start-up are not counted as training time; seconds carry over from the previous process of
+  a resumed run.
   """
 
   def __init__(self, label: str, total_steps: int, times_path: str, start_step: int):
@@ -80,21 +84,35 @@ class _TrainProgress:
     self.times_path = times_path
     self.seconds = _read_json(times_path)
     self.offset = self.seconds.get(start_step, max(self.seconds.values(), default=0.0))
+    self.cpu_path = os.path.join(os.path.dirname(times_path), CPU_SECONDS_FILE)
+    self.cpu_seconds = _read_json(self.cpu_path)
+    self.cpu_offset = self.cpu_seconds.get(start_step,
+                                           max(self.cpu_seconds.values(), default=0.0))
+    self.cpu_start = None
+    self.pid = None
     self.clock_start = None
     self.first_step = start_step
     self.step = start_step
     self.loss = float("nan")
     self.speed = float("nan")
 
+  def started(self, proc) -> None:
+    self.pid = proc.pid
+
   def __call__(self, line: str) -> None:
     if saved := SAVE_LINE.search(line):
       step = int(saved.group(1))
       now = time.time()
+      cpu = cli_runs.process_cpu_seconds(self.pid) if self.pid else None
       if self.clock_start is None:
         self.clock_start = now
+        self.cpu_start = cpu
         self.first_step = step
       self.seconds[step] = round(self.offset + now - self.clock_start, 2)
       _write_json(self.times_path, self.seconds)
+      if cpu is not None and self.cpu_start is not None:
+        self.cpu_seconds[step] = round(self.cpu_offset + cpu - self.cpu_start, 2)
+        _write_json(self.cpu_path, self.cpu_seconds)
       if step > self.first_step and self.seconds[step] > self.seconds[self.first_step]:
         # Averaged since this process started training: the log's own global_step/sec is a
         # one-step figure that jumps with every checkpoint save.
@@ -136,7 +154,8 @@ def train(variant: Variant, settings: dict, output_dir: str) -> None:
       "utils.run.skip_seen_data = True"]
   progress = _TrainProgress(variant.name, settings["steps"],
                             os.path.join(model_dir, "train_seconds.json"), done)
-  run_cli(model_dir, _gin_files(variant, settings), params, "train", progress)
+  run_cli(model_dir, _gin_files(variant, settings), params, "train", progress,
+          on_start=progress.started)
 
 
 def _eval_record(model_dir: str, settings: dict) -> str:
@@ -210,18 +229,74 @@ def _finished(variant: Variant, settings: dict, output_dir: str) -> Optional[dic
   return quality
 
 
+def cpu_seconds(variant: Variant, output_dir: str) -> dict:
+  return _read_json(os.path.join(output_dir, variant.name, CPU_SECONDS_FILE))
+
+
+def _fingerprint(variant: Variant, settings: dict) -> dict:
+  """What a finished model's record must match to stand in for training it again."""
+  return {"variant": {"gin_files": list(variant.gin_files), "gin_params": list(variant.gin_params),
+                      "data_seed": variant.data_seed},
+          **{k: settings.get(k) for k in (*TRAINING_SETTINGS, "steps", "eval_batches")}}
+
+
+def read_record(records_dir: Optional[str], variant: Variant, settings: dict) -> Optional[dict]:
+  """A finished model's committed record (curve and training statistics), if it matches."""
+  if not records_dir:
+    return None
+  path = os.path.join(records_dir, f"{variant.name}.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    record = json.load(f)
+  return record if record.get("fingerprint") == _fingerprint(variant, settings) else None
+
+
+def _write_record(records_dir: str, variant: Variant, settings: dict, curve: list,
+                  output_dir: str) -> None:
+  """Keeps a finished model's curve and routing statistics beside the results.
+
+  Checkpoints are far too large to commit; with the record committed, a rerun on another
+  machine (where ``output_dir`` is empty) reports the model without training it again.
+  """
+  model_dir = os.path.join(output_dir, variant.name)
+  routing = {tag: {str(k): v for k, v in sorted(values.items())}
+             for tag, values in run_results.read_scalars(model_dir).items()
+             if tag.startswith("moe/")}
+  os.makedirs(records_dir, exist_ok=True)
+  _write_json_record(os.path.join(records_dir, f"{variant.name}.json"),
+                     {"fingerprint": _fingerprint(variant, settings), "curve": curve,
+                      "training_scalars": routing})
+
+
+def _write_json_record(path: str, record: dict) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(record, f, indent=None, separators=(",", ":"))
+    f.write("\n")
+  os.replace(tmp, path)
+
+
 def run_variants(variants: Sequence[Variant], settings: dict, output_dir: str,
-                 failures: Optional[dict] = None, report_only: bool = False) -> dict:
+                 failures: Optional[dict] = None, report_only: bool = False,
+                 records_dir: Optional[str] = None) -> dict:
   """Trains then evaluates each variant in turn; returns {name: [curve rows]}.
 
-  A curve row: {"step", "train_seconds", "neg_log_perplexity"} for every checkpoint. With a
-  ``failures`` dict, a variant whose CLI run fails is recorded there ({name: reason}) and the
-  others still run; without it, the first failure ends the run.
+  A curve row: {"step", "train_seconds", "cpu_seconds", "neg_log_perplexity"} for every
+  checkpoint. With a ``failures`` dict, a variant whose CLI run fails is recorded there
+  ({name: reason}) and the others still run; without it, the first failure ends the run.
+  With ``records_dir``, each finished model's curve and routing statistics are written there
+  (``{name}.json``), and a model whose record matches this run's settings is not trained or
+  evaluated again.
   """
   curves = {}
   for i, variant in enumerate(variants, 1):
     started = time.time()
     print(f"== [{i}/{len(variants)}] {variant.name}", flush=True)
+    if (record := read_record(records_dir, variant, settings)) is not None:
+      curves[variant.name] = record["curve"]
+      print(f"== {variant.name}: finished earlier (record in {records_dir})", flush=True)
+      continue
     if report_only:
       quality = _finished(variant, settings, output_dir)
       if quality is None:
@@ -240,8 +315,12 @@ def run_variants(variants: Sequence[Variant], settings: dict, output_dir: str,
       print(f"== {variant.name} FAILED: {error}", flush=True)
       continue
     seconds = train_seconds(variant, output_dir)
+    cpu = cpu_seconds(variant, output_dir)
     curves[variant.name] = [
-        {"step": s, "train_seconds": seconds.get(s), "neg_log_perplexity": q}
+        {"step": s, "train_seconds": seconds.get(s), "cpu_seconds": cpu.get(s),
+         "neg_log_perplexity": q}
         for s, q in sorted(quality.items()) if s <= settings["steps"]]
+    if records_dir and _finished(variant, settings, output_dir) is not None:
+      _write_record(records_dir, variant, settings, curves[variant.name], output_dir)
     print(f"== {variant.name} done in {time.time() - started:.0f} s", flush=True)
   return curves

@@ -96,14 +96,16 @@ def settings_of(flags, script: str) -> dict:
           "init_seed": INIT_SEED}
 
 
-def check_settings(output_dir: str, settings: dict) -> None:
-  """Records the run's settings; refuses to resume a run whose training settings differ."""
+def check_settings(output_dir: str, settings: dict, extra_keys: Sequence[str] = ()) -> None:
+  """Records the run's settings; refuses to resume a run whose training settings (or the
+  script's own ``extra_keys``) differ."""
   os.makedirs(output_dir, exist_ok=True)
   path = os.path.join(output_dir, "settings.json")
   if os.path.exists(path):
     with open(path) as f:
       previous = json.load(f)
-    changed = [k for k in TRAINING_SETTINGS if previous.get(k) != settings.get(k)]
+    changed = [k for k in (*TRAINING_SETTINGS, *extra_keys)
+               if previous.get(k) != settings.get(k)]
     if changed:
       raise SystemExit(
           f"{output_dir} holds a run with other {', '.join(changed)} "

@@ -1,0 +1,155 @@
+"""Plots of the expert-scaling runs: quality with a seed band, step speed-ups, expert load.
+
+    plot_quality_with_seeds   eval quality against steps and CPU seconds; models run with
+                              several seeds drawn as their mean with a +-1 std band
+    plot_speedups             the step speed-up to the dense final quality per expert count
+                              (the paper's Figure 4 right, in steps)
+    plot_expert_load          one heatmap per Switch layer: each expert's load over training
+                              (1.0 = balanced), with the dropped fraction beneath
+"""
+
+import json
+import math
+import os
+import re
+from typing import Optional
+
+import repro_curves
+
+LOAD_TAG = re.compile(r"moe/(?P<layer>.+)/expert_load/(?P<expert>\d+)")
+DROPPED_TAG = re.compile(r"moe/(?P<layer>.+)/dropped_fraction")
+
+
+def pyplot():
+  import matplotlib
+
+  matplotlib.use("Agg")  # no display on the training machine
+  from matplotlib import pyplot as plt
+  return plt
+
+
+def plot_quality_with_seeds(path: str, groups: dict, title: str) -> None:
+  """groups: {model: [curve per seed]}; two panels, against steps and CPU seconds."""
+  plt = pyplot()
+  fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(12, 4.8))
+  for model, curves in groups.items():
+    mean = [r for r in repro_curves.mean_curve(curves) if r["step"] > 0]
+    label = model + (f" ({len(curves)} seeds, mean +- std)" if len(curves) > 1 else "")
+    steps = [r["step"] for r in mean]
+    quality = [r["neg_log_perplexity"] for r in mean]
+    (line,) = by_step.plot(steps, quality, marker=".", label=label)
+    if len(curves) > 1:
+      by_step.fill_between(steps, [q - r["std"] for q, r in zip(quality, mean, strict=True)],
+                           [q + r["std"] for q, r in zip(quality, mean, strict=True)],
+                           color=line.get_color(), alpha=0.25, linewidth=0)
+    timed = [r for r in mean if r.get("cpu_seconds") is not None]
+    by_time.plot([r["cpu_seconds"] for r in timed], [r["neg_log_perplexity"] for r in timed],
+                 marker=".", color=line.get_color(), label=label)
+  by_step.set_xlabel("training step")
+  by_time.set_xlabel("training CPU seconds of the trainer process (start-up excluded)")
+  for axes in (by_step, by_time):
+    axes.set_ylabel("eval neg log perplexity (higher is better)")
+    axes.grid(alpha=0.3)
+  by_step.legend(fontsize="small")
+  fig.suptitle(title)
+  fig.tight_layout()
+  save(fig, path)
+
+
+def plot_speedups(path: str, rows: list) -> None:
+  """rows: speedup_rows of tools/repro_expert_scaling.py (model first, then the columns of
+  SPEEDUP_HEADER); draws the interpolated step speed-up against the number of experts."""
+  plt = pyplot()
+  points = []
+  for row in rows:
+    if row[0].startswith("switch_") and row[7] != "-":
+      points.append((int(row[0].split("_")[1]), float(row[7].rstrip("x"))))
+  fig, axes = plt.subplots(figsize=(5.5, 4))
+  if points:
+    points.sort()
+    axes.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    for experts, speedup in points:
+      axes.annotate(f"{speedup:.2f}x", (experts, speedup), textcoords="offset points",
+                    xytext=(4, 4), fontsize="small")
+  axes.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+  axes.set_xscale("log", base=2)
+  axes.set_xlabel("experts per Switch layer")
+  axes.set_ylabel("step speed-up to dense final quality")
+  axes.set_title("Step speed-up over the dense model")
+  axes.grid(alpha=0.3)
+  fig.tight_layout()
+  save(fig, path)
+
+
+def routing_records(records_dir: str, curves: dict) -> dict:
+  """{model: training scalars} of the Switch models' records written by repro_runs."""
+  found = {}
+  for name in curves:
+    path = os.path.join(records_dir, f"{name}.json")
+    if name.startswith("dense") or not os.path.exists(path):
+      continue
+    with open(path) as f:
+      scalars = json.load(f).get("training_scalars", {})
+    if scalars:
+      found[name] = {tag: {int(s): v for s, v in values.items()}
+                     for tag, values in scalars.items()}
+  return found
+
+
+def load_by_layer(scalars: dict) -> dict:
+  """{layer: (steps, [[load of expert e at each step] for e], dropped at each step)}."""
+  layers = {}
+  for tag, values in scalars.items():
+    if found := LOAD_TAG.fullmatch(tag):
+      layers.setdefault(found["layer"], {})[int(found["expert"])] = values
+  table = {}
+  for layer, experts in sorted(layers.items()):
+    steps = sorted(set.intersection(*(set(v) for v in experts.values())))
+    loads = [[experts[e][s] for s in steps] for e in sorted(experts)]
+    dropped_values = scalars.get(f"moe/{layer}/dropped_fraction", {})
+    dropped = [dropped_values.get(s) for s in steps]
+    table[layer] = (steps, loads, dropped)
+  return table
+
+
+def plot_expert_load(path: str, scalars: dict, name: str) -> bool:
+  """Writes the heatmaps; False (nothing written) when there are no per-expert loads."""
+  table = load_by_layer(scalars)
+  if not table:
+    return False
+  plt = pyplot()
+  from matplotlib import colors
+
+  fig, axes = plt.subplots(2, len(table), figsize=(5.5 * len(table), 6.5), squeeze=False,
+                           gridspec_kw={"height_ratios": [3, 1]})
+  image = None
+  for column, (layer, (steps, loads, dropped)) in enumerate(table.items()):
+    heat, line = axes[0][column], axes[1][column]
+    # Load 0 (an idle expert) has no logarithm; clip it to the bottom of the scale.
+    floor = 1 / 8
+    image = heat.imshow([[max(v, floor) for v in row] for row in loads], aspect="auto",
+                        interpolation="nearest", cmap="RdBu_r",
+                        norm=colors.LogNorm(vmin=floor, vmax=8.0),
+                        extent=(steps[0], steps[-1], len(loads) - 0.5, -0.5))
+    heat.set_title(_short_layer(layer), fontsize="small")
+    heat.set_ylabel("expert")
+    line.plot(steps, [100 * d if d is not None else math.nan for d in dropped], marker=".")
+    line.set_ylabel("tokens dropped (%)")
+    line.set_xlabel("training step")
+    line.set_xlim(steps[0], steps[-1])
+    line.grid(alpha=0.3)
+  fig.colorbar(image, ax=[row[-1] for row in axes][:1], label="expert load (1.0 = balanced)")
+  fig.suptitle(f"{name}: expert load per Switch layer during training")
+  save(fig, path)
+  return True
+
+
+def _short_layer(layer: str) -> str:
+  """'encoder/block_000/layer_003/SwitchFFN' stays readable; longer scopes lose the front."""
+  return layer if len(layer) <= 48 else "..." + layer[-45:]
+
+
+def save(fig, path: Optional[str]) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  pyplot().close(fig)
