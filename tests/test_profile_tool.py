@@ -29,3 +29,19 @@ def test_parts_follow_the_layer_scopes():
   assert profile.part_of("encoder/block_000/layer_001/SwitchFFN/router/einsum") == \
       "switch/moe layer"
   assert profile.part_of("decoder/block_000/layer_000/SelfAttention/einsum_1") == "attention"
+
+
+def test_tracer_times_session_runs_and_the_loop_between_them(monkeypatch):
+  """A fake clock: each session.run takes 1 s and the loop spends 2 s between runs, so a
+  timed step is 1 s of session.run and 3 s of training loop."""
+  clock = [0.0]
+  monkeypatch.setattr(profile.time, "perf_counter", lambda: clock[0])
+  tracer = profile.make_step_tracer(warmup=2, traced=1, timed=3)
+  for _ in range(2 + 3 + 1):
+    tracer.before_run(None)
+    clock[0] += 1.0
+    tracer.after_run(None, tf.train.SessionRunValues(results=None, options=None,
+                                                     run_metadata=None))
+    clock[0] += 2.0
+  assert tracer.untraced_seconds == [1.0, 1.0, 1.0]
+  assert tracer.loop_seconds == [3.0, 3.0, 3.0]

@@ -43,3 +43,13 @@ def test_log_file_labels_have_no_slash(no_cli, tmp_path, monkeypatch):
     switch_vs_dense.main(["--steps", "3", "--output_dir", str(tmp_path)])
   assert labels == ["switch-switch_tiny"]
   assert all("/" not in args[3] for args in no_cli)  # the evaluation's label too
+
+
+def test_full_comparison_hands_the_other_arguments_to_the_scaling_script(no_cli, monkeypatch):
+  import repro_expert_scaling
+
+  received = []
+  monkeypatch.setattr(repro_expert_scaling, "main", lambda argv: received.append(argv) or 0)
+  assert switch_vs_dense.main(["--full_comparison", "--only", "dense", "--steps", "50"]) == 0
+  assert received == [["--only", "dense", "--steps", "50"]]
+  assert no_cli == []  # the two-model comparison did not start

@@ -125,7 +125,11 @@ class _StepTracerState:
     self._tf = tf
     self.warmup, self.traced, self.timed = warmup, traced, timed
     self.calls = 0
-    self.untraced_seconds = []  # wall time of each timed (untraced) step
+    self.untraced_seconds = []  # wall time of each timed (untraced) step's session.run
+    # Wall time from one timed step's start to the next one's: the step plus everything the
+    # training loop does between steps (hooks, logging, Python), i.e. the real throughput.
+    self.loop_seconds = []
+    self._last_start = None
     self.step_stats = []  # (wall seconds, [(node name, op type, micros)])
     self.graph = None
 
@@ -140,6 +144,9 @@ class _StepTracerState:
     del run_context
     self.calls += 1
     self._start = time.perf_counter()
+    if self.warmup + 1 < self.calls <= self.warmup + self.timed + 1:
+      self.loop_seconds.append(self._start - self._last_start)
+    self._last_start = self._start
     if self._traced_call():
       options = self._tf.RunOptions(trace_level=self._tf.RunOptions.FULL_TRACE)
       return self._tf.train.SessionRunArgs(fetches=None, options=options)
@@ -313,6 +320,8 @@ def main(argv=None) -> int:
       "timed_steps": len(tracer.untraced_seconds),
       "untraced_step_seconds": (round(sorted(tracer.untraced_seconds)[
           len(tracer.untraced_seconds) // 2], 4) if tracer.untraced_seconds else None),
+      "loop_step_seconds": (round(sorted(tracer.loop_seconds)[
+          len(tracer.loop_seconds) // 2], 4) if tracer.loop_seconds else None),
       "op_seconds_per_step": round(total_op_seconds, 4),
       "matmul_gflop_per_step": round(total_flops / 1e9, 3),
       "reference_matmul_gflops": round(reference, 1),

@@ -7,6 +7,11 @@ side by side, as a markdown table and a JSON line.
 
     python tools/switch_vs_dense.py                      # embedded default corpus, CPU
     python tools/switch_vs_dense.py --steps 2000 --task switch_pydocs_span_corruption
+    python tools/switch_vs_dense.py --full_comparison    # the committed expert-scaling run
+
+``--full_comparison`` runs tools/repro_expert_scaling.py with its committed sizes instead
+(dense and Switch with 4, 16 and 64 experts, several seeds, on the shared documentation
+corpus; hours on a 2-core CPU, resumable); arguments after it go to that script.
 
 Reruns resume: each model's directory keeps its checkpoints, and a finished model is not
 retrained (delete ``--output_dir`` to start over).
@@ -28,6 +33,7 @@ MODELS = {
     "dense": "models/t5_tiny.gin",
 }
 CPU_MESH = "mesh/cpu_data_parallel.gin"  # gin paths resolve against the project gin/ dir
+FULL_COMPARISON = "--full_comparison"
 
 
 def _positive_int(text: str) -> int:
@@ -52,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--output_dir", default=os.path.join(REPO, "runs", "switch_vs_dense"))
   parser.add_argument("--gin_param", action="append", default=[],
                       help="extra gin bindings for both models")
+  parser.add_argument(FULL_COMPARISON, action="store_true",
+                      help="run the committed expert-scaling comparison instead "
+                           "(tools/repro_expert_scaling.py; later arguments go to it)")
   return parser
 
 
@@ -80,6 +89,11 @@ def train_and_evaluate(name: str, gin_file: str, flags) -> dict:
 
 
 def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if FULL_COMPARISON in argv:
+    import repro_expert_scaling  # a sibling module, imported only when asked for
+
+    return repro_expert_scaling.main([a for a in argv if a != FULL_COMPARISON])
   flags = _parser().parse_args(argv)
   results = [train_and_evaluate(name, gin, flags) for name, gin in MODELS.items()]
   print()
