@@ -35,6 +35,18 @@ asks for it), the gin-bound optimizer's update (Adafactor) and the lowering on a
     python tools/tpu_plan.py --models switch_c --json
     python tools/tpu_plan.py --models switch_base --mesh mesh/tpu_expert_data.gin \
         --gin_param 'utils.run.mesh_shape = "batch:64"'
+
+Full-depth Switch-C (15+15 layers on 2048 cores) is too big to build on a small machine: the
+graph has one slice variable per core for every variable (0.34 M TF ops at 1+1 layers on
+2048 cores, ~0.5 ms of CPU and ~6 KB of RSS each; ~3.9 M at 15+15). Its figures are extrapolated from
+builds instead, every per-core figure being exactly affine in the layers:
+
+    python tools/tpu_plan.py --models switch_c --json --layers 1,2,3 --extrapolate_to 15 \
+        --gin_param 'utils.run.mesh_shape = "batch:64"' \
+        --gin_param 'mtf_switch.SwitchFFN.num_experts = 64' > fit.jsonl  # checks the fit
+    sed -n 4p fit.jsonl > fit.json
+    python tools/tpu_plan.py --models switch_c --json --layers 1 --extrapolate_to 15 \
+        --increments_from fit.json      # 2048 cores: 1+1 layers built, 14 increments added
 """
 
 import argparse
@@ -505,13 +517,6 @@ def layout_bytes_per_core(model_file: str, bindings: Sequence[str], mesh_shape: 
       slots.append(shape)
     total["optimizer"] += sum(size_per_core(variable.name, s) for s in slots)
   return total
-
-
-def layout_param_bytes_per_core(model_file: str, bindings: Sequence[str], mesh_shape: str,
-                                layout: str, vocab_size: int = table9.VOCAB_SIZE) -> int:
-  """One core's float32 parameter bytes from the layout alone (layout_bytes_per_core)."""
-  return layout_bytes_per_core(model_file, bindings, mesh_shape, layout,
-                               vocab_size)["parameters"]
 
 
 # ---- the plan -----------------------------------------------------------------------------
