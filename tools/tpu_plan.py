@@ -38,8 +38,8 @@ asks for it), the gin-bound optimizer's update (Adafactor) and the lowering on a
 
 Full-depth Switch-C (15+15 layers on 2048 cores) is too big to build on a small machine: the
 graph has one slice variable per core for every variable (0.34 M TF ops at 1+1 layers on
-2048 cores, ~0.5 ms of CPU and ~6 KB of RSS each; ~3.9 M at 15+15). Its figures are extrapolated from
-builds instead, every per-core figure being exactly affine in the layers:
+2048 cores, ~0.5 ms of CPU and ~6 KB of RSS each; ~3.9 M at 15+15). Its figures are
+extrapolated from builds instead, every per-core figure being exactly affine in the layers:
 
     python tools/tpu_plan.py --models switch_c --json --layers 1,2,3 --extrapolate_to 15 \
         --gin_param 'utils.run.mesh_shape = "batch:64"' \
