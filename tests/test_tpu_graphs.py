@@ -295,7 +295,10 @@ def test_per_core_figures_are_affine_in_the_layers():
           == [a["bytes"] for a in reports[3]["largest_activations"]])
   assert third["hbm_fraction_params_and_optimizer"] == pytest.approx(
       reports[3]["hbm_fraction_params_and_optimizer"], rel=1e-12)
-  assert third["extrapolated"] == {"from_layers": 1, "increments": slopes}
+  assert third["extrapolated"] == {"from_layers": 1, "increments": slopes,
+                                   "largest_activations": "checked"}
+  assert tpu_plan.extrapolate(reports[1], 3, slopes, largest_checked=False)[
+      "largest_activations"] == []
   assert third["graph_ops"] is None and "extrapolated from 1" in tpu_plan.markdown([third])
 
   # The check itself: one figure four bytes off at one depth, or a layer's all-to-all that

@@ -640,12 +640,17 @@ def layer_fit(reports: Dict[int, dict]) -> dict:
           "constants": constants}
 
 
-def extrapolate(report: dict, layers: int, increments: Dict[str, int]) -> dict:
+def extrapolate(report: dict, layers: int, increments: Dict[str, int],
+                largest_checked: bool = True) -> dict:
   """report (built at report["num_layers"]) carried to `layers` layers: figure + n x increment.
 
   increments: {LAYER_SCALARS name or "collectives.<op>": per-layer increment}. Each Switch
   layer kind's all-to-all entry is repeated for the new blocks. Graph size, build time and
   RSS are not carried over (they are not per-core figures); the result says what it is.
+  largest_checked: whether layer_fit saw the largest tensors stay put on this mesh; if not,
+  they are left out. Mesh-TF's autostack combines same-shaped variables into one slice
+  variable of up to 2**27 elements (``Graph.rewrite_stack_variables``), so with more layers a
+  stacked tensor can outgrow what the shallow build's largest tensors were.
   """
   measured_layers = report["num_layers"]
   extra = layers - measured_layers
@@ -669,8 +674,12 @@ def extrapolate(report: dict, layers: int, increments: Dict[str, int]) -> dict:
     raise ValueError("extrapolate: the layer kinds do not give layers_with_all_to_all")
   for name in ("graph_ops", "tpu_computation_ops", "build_seconds", "peak_rss_bytes"):
     out[name] = None
+  if not largest_checked:
+    out["largest_activations"] = []
   out["num_layers"] = layers
-  out["extrapolated"] = {"from_layers": measured_layers, "increments": dict(increments)}
+  out["extrapolated"] = {"from_layers": measured_layers, "increments": dict(increments),
+                         "largest_activations": "checked" if largest_checked else
+                         "not extrapolated (not checked on this mesh)"}
   return out
 
 
@@ -794,7 +803,7 @@ def _extrapolated(reports: List[dict], target: int, increments_from: str,
       fit = json.load(f)["layer_fit"]
     fitted = {name: slope for name, (_, slope) in fit["affine"].items()}
     fitted.update(from_layout)
-  lines.append(extrapolate(report, target, fitted))
+  lines.append(extrapolate(report, target, fitted, largest_checked=len(by_depth) > 1))
   return lines
 
 
