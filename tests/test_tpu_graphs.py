@@ -228,8 +228,10 @@ def test_plan_of_a_micro_switch_c():
   assert report["cores"] == 8 and report["num_experts"] == 32
   assert report["batch_size"] == 16 and report["num_microbatches"] == 1
   # The built graph's slice variables against the layout's arithmetic on the mtf shapes.
-  assert report["param_bytes_per_core"] == tpu_plan.layout_param_bytes_per_core(
+  from_layout = tpu_plan.layout_bytes_per_core(
       model_file, TINY, "batch:8", "batch:batch;experts:batch", vocab_size=VOCAB)
+  assert report["param_bytes_per_core"] == from_layout["parameters"]
+  assert report["optimizer_bytes_per_core"] == from_layout["optimizer"]
   # Adafactor: factored second moments of the big matrices, full ones of vectors only.
   assert 0 < report["optimizer_bytes_per_core"] < report["param_bytes_per_core"]
   # Two blocks per stack, a Switch layer in each: 4 layers x 4 all-to-alls.
@@ -260,3 +262,55 @@ def test_microbatch_loop_counts_its_all_to_alls_per_microbatch(xla_kernels):
   by_layer = tpu_plan.all_to_all_by_layer(step)
   assert [v["ops"] for v in by_layer.values()] == [8] * 4
   assert tpu_plan.ops_not_for_tpu(step, xla_kernels) == []
+
+
+@pytest.mark.slow
+def test_per_core_figures_are_affine_in_the_layers():
+  """The evidence behind extrapolating full-depth Switch-C: built at 1, 2 and 3 layers per stack,
+  every per-core figure is exactly a + b x layers, b is the layout's per-layer bytes, and
+  extrapolating the 1-layer build gives the 3-layer build's figures."""
+  import copy
+
+  model_file, mesh_file = "models/switch_c_tiny.gin", "mesh/tpu_expert_data.gin"
+  mesh = 'utils.run.mesh_shape = "batch:8"'
+  reports = {n: tpu_plan.plan(model_file, mesh_file, TINY + [mesh, f"num_layers = {n}"],
+                              vocab_size=VOCAB)
+             for n in (1, 2, 3)}
+  assert [r["num_layers"] for r in reports.values()] == [1, 2, 3]
+  fit = tpu_plan.layer_fit(reports)
+  slopes = {name: slope for name, (_, slope) in fit["affine"].items()}
+  from_layout = tpu_plan.layout_increments(model_file, TINY + [mesh], "batch:8",
+                                           "batch:batch;experts:batch", vocab_size=VOCAB)
+  assert from_layout["param_bytes_per_core"] > 0 and from_layout["optimizer_bytes_per_core"] > 0
+  assert {k: slopes[k] for k in from_layout} == from_layout
+  # One Switch layer per block and stack: 2 layers, 8 all-to-alls per added block.
+  assert slopes["layers_with_all_to_all"] == 2 and slopes["collectives.AllToAll"] == 8
+  assert slopes["collectives.CrossReplicaSum"] > 0
+
+  third = tpu_plan.extrapolate(reports[1], 3, slopes)
+  for name in tpu_plan.LAYER_SCALARS + ("collectives", "all_to_all_per_layer",
+                                         "num_microbatches"):
+    assert third[name] == reports[3][name], name
+  assert ([a["bytes"] for a in third["largest_activations"]]
+          == [a["bytes"] for a in reports[3]["largest_activations"]])
+  assert third["hbm_fraction_params_and_optimizer"] == pytest.approx(
+      reports[3]["hbm_fraction_params_and_optimizer"], rel=1e-12)
+  assert third["extrapolated"] == {"from_layers": 1, "increments": slopes,
+                                   "largest_activations": "checked"}
+  assert tpu_plan.extrapolate(reports[1], 3, slopes, largest_checked=False)[
+      "largest_activations"] == []
+  assert third["graph_ops"] is None and "extrapolated from 1" in tpu_plan.markdown([third])
+
+  # The check itself: one figure four bytes off at one depth, or a layer's all-to-all that
+  # differs from its kind's, is refused.
+  broken = copy.deepcopy(reports)
+  broken[2]["optimizer_bytes_per_core"] += 4
+  with pytest.raises(ValueError, match="optimizer_bytes_per_core is not affine"):
+    tpu_plan.layer_fit(broken)
+  broken = copy.deepcopy(reports)
+  scope = sorted(broken[3]["all_to_all_per_layer"])[-1]
+  broken[3]["all_to_all_per_layer"][scope]["bytes"] += 2
+  with pytest.raises(ValueError, match="differs from another"):
+    tpu_plan.layer_fit(broken)
+  with pytest.raises(ValueError, match="three or more"):
+    tpu_plan.layer_fit({1: reports[1], 2: reports[2]})

@@ -35,6 +35,18 @@ asks for it), the gin-bound optimizer's update (Adafactor) and the lowering on a
     python tools/tpu_plan.py --models switch_c --json
     python tools/tpu_plan.py --models switch_base --mesh mesh/tpu_expert_data.gin \
         --gin_param 'utils.run.mesh_shape = "batch:64"'
+
+Full-depth Switch-C (15+15 layers on 2048 cores) is too big to build on a small machine: the
+graph has one slice variable per core for every variable (0.34 M TF ops at 1+1 layers on
+2048 cores, ~0.5 ms of CPU and ~6 KB of RSS each; ~3.9 M at 15+15). Its figures are
+extrapolated from builds instead, every per-core figure being exactly affine in the layers:
+
+    python tools/tpu_plan.py --models switch_c --json --layers 1,2,3 --extrapolate_to 15 \
+        --gin_param 'utils.run.mesh_shape = "batch:64"' \
+        --gin_param 'mtf_switch.SwitchFFN.num_experts = 64' > fit.jsonl  # checks the fit
+    sed -n 4p fit.jsonl > fit.json
+    python tools/tpu_plan.py --models switch_c --json --layers 1 --extrapolate_to 15 \
+        --increments_from fit.json      # 2048 cores: 1+1 layers built, 14 increments added
 """
 
 import argparse
@@ -453,31 +465,57 @@ def ops_not_for_tpu(step: TPUTrainStep, xla_kernels: Dict[str, list]) -> List[st
   return problems
 
 
-def layout_param_bytes_per_core(model_file: str, bindings: Sequence[str], mesh_shape: str,
-                                layout: str, vocab_size: int = table9.VOCAB_SIZE) -> int:
-  """One core's float32 parameter bytes from the mtf variable shapes and the layout alone.
+def layout_bytes_per_core(model_file: str, bindings: Sequence[str], mesh_shape: str,
+                          layout: str, vocab_size: int = table9.VOCAB_SIZE) -> Dict[str, int]:
+  """One core's {"parameters", "optimizer"} float32 bytes from mtf shapes and the layout alone.
 
   No lowering: table9's mtf graph (seconds even for Switch-C) and, per variable, its size
-  over the mesh splits of its dimensions. For models whose TPU graph is too big to build
+  over the mesh splits of its dimensions. Optimizer bytes are Adafactor's slots for each
+  variable, shaped by the gin-bound optimizer's own ``_factored_dims`` (vr and vc without one
+  of the two largest dimensions each, else a full v; m when beta1 is set), laid out like any
+  variable; another optimizer gives None. For models whose TPU graph is too big to build
   here; checked against the built graph's slice variables (tests/test_tpu_graphs.py).
   """
+  import copy
+
   import mesh_tensorflow as mtf
+  from mesh_tensorflow import optimize
 
   import gin
   table9.parse_gin([model_file], bindings)
   lengths = gin.query_parameter("utils.run.sequence_length")
+  # Only the optimizer: copying the whole of utils.run's bindings would evaluate its mesh
+  # shape, which without a mesh file is @tpu_mesh_shape() and needs a TPU topology.
+  optimizer_fn = copy.deepcopy(
+      gin.get_bindings("utils.run", resolve_references=False).get("optimizer"))
   mtf_graph, _ = table9.build_graph(model_file, bindings, batch=1,
                                     inputs_length=lengths["inputs"],
                                     targets_length=lengths["targets"], vocab_size=vocab_size)
-  total = 0
-  for variable in mtf_graph.all_variables:
+
+  def size_per_core(name: str, shape) -> int:
     size = 1
-    for dim in variable.outputs[0].shape.dims:
+    for dim in shape.dims:
       split = mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, dim)
       if dim.size % split:
-        raise ValueError(f"{variable.name}: {dim} does not split {split} ways")
+        raise ValueError(f"{name}: {dim} does not split {split} ways")
       size *= dim.size // split
-    total += size * 4
+    return size * 4
+
+  with gin.config_scope(""):
+    optimizer = optimizer_fn() if callable(optimizer_fn) else None
+  if not isinstance(optimizer, optimize.AdafactorOptimizer):
+    optimizer = None
+  total = {"parameters": 0, "optimizer": 0 if optimizer else None}
+  for variable in mtf_graph.all_variables:
+    shape = variable.outputs[0].shape
+    total["parameters"] += size_per_core(variable.name, shape)
+    if optimizer is None or not variable.trainable:
+      continue
+    factored = optimizer._factored_dims(shape)  # noqa: SLF001
+    slots = [shape - factored[0], shape - factored[1]] if factored else [shape]
+    if optimizer._beta1:  # noqa: SLF001
+      slots.append(shape)
+    total["optimizer"] += sum(size_per_core(variable.name, s) for s in slots)
   return total
 
 
@@ -505,11 +543,15 @@ def plan(model_file: str, mesh_file: str, bindings: Sequence[str] = (),
     num_experts = gin.query_parameter("mtf_switch.SwitchFFN.num_experts")
   except ValueError:
     num_experts = None
+  try:
+    num_layers = gin.query_parameter("%num_layers")
+  except ValueError:
+    num_layers = None
   per_core_total = variables["parameters"] + variables["optimizer"]
   report = {
       "model": model_file, "mesh": mesh_file, "bindings": list(bindings),
       "mesh_shape": step.mesh_shape, "layout_rules": step.layout_rules,
-      "cores": step.num_cores, "num_experts": num_experts,
+      "cores": step.num_cores, "num_experts": num_experts, "num_layers": num_layers,
       "batch_size": step.batch_size, "sequence_length": step.sequence_length,
       "capacity_factor_train": capacity_factor, "num_microbatches": step.num_microbatches,
       "param_bytes_per_core": variables["parameters"],
@@ -530,12 +572,139 @@ def plan(model_file: str, mesh_file: str, bindings: Sequence[str] = (),
   return report
 
 
+# ---- figures against the number of layers ------------------------------------------------
+# Full-depth Switch-C on 2048 cores is too big to build here (one slice variable per core for
+# every variable: millions of TF ops). Every per-core figure is affine in num_layers, which
+# layer_fit checks exactly on builds at three or more depths; extrapolate then gives the
+# figures at another depth from a measured build and per-layer increments.
+
+# Per-core figures that grow with the layers; the rest of the report's per-core figures (the
+# largest tensors, each Switch layer's all-to-all, microbatches) must not change with them.
+LAYER_SCALARS = ("param_bytes_per_core", "optimizer_bytes_per_core", "layers_with_all_to_all")
+_BLOCK = re.compile(r"block_\d+")
+
+
+def _scalars(report: dict) -> Dict[str, int]:
+  found = {name: report[name] for name in LAYER_SCALARS}
+  found.update({f"collectives.{k}": v for k, v in report["collectives"].items()})
+  return found
+
+
+def _per_layer_constants(report: dict) -> dict:
+  """What a report holds once per Switch layer kind, and the sizes of its largest tensors."""
+  kinds = {}
+  for scope, counts in report["all_to_all_per_layer"].items():
+    value = [counts["ops"], counts["bytes"], [shape for _, shape in counts["operands"]]]
+    kind = _BLOCK.sub("block_*", scope)
+    if kinds.setdefault(kind, value) != value:
+      raise ValueError(f"{scope}: all-to-all {value} differs from another {kind}'s {kinds[kind]}")
+  return {
+      "num_microbatches": report["num_microbatches"],
+      "all_to_all_per_layer_kind": kinds,
+      # Sizes only: equal-sized tensors of other blocks tie with these and may take a place.
+      "largest_activation_bytes": [a["bytes"] for a in report["largest_activations"]],
+  }
+
+
+def layer_fit(reports: Dict[int, dict]) -> dict:
+  """Every per-core figure of reports (built at those num_layers) as a + b * num_layers.
+
+  Raises unless the fit is exact at every depth (three depths at least, so that two points
+  do not fit trivially) and the per-layer constants are the same at every depth.
+  """
+  depths = sorted(reports)
+  if len(depths) < 3:
+    raise ValueError(f"layer_fit: {len(depths)} depths {depths}; give three or more")
+  scalars = {depth: _scalars(reports[depth]) for depth in depths}
+  affine = {}
+  first, second = depths[:2]
+  for name, y0 in scalars[first].items():
+    slope, rest = divmod(scalars[second][name] - y0, second - first)
+    if rest:
+      raise ValueError(f"{name}: {y0} at {first} layers, {scalars[second][name]} at {second}: "
+                       "not a whole number per layer")
+    offset = y0 - slope * first
+    for depth in depths:
+      if offset + slope * depth != scalars[depth][name]:
+        raise ValueError(f"{name} is not affine in the layers: {offset} + {slope} x {depth} != "
+                         f"{scalars[depth][name]} (at {depth} layers)")
+    affine[name] = [offset, slope]
+  constants = _per_layer_constants(reports[first])
+  for depth in depths[1:]:
+    other = _per_layer_constants(reports[depth])
+    for key, value in constants.items():
+      if other[key] != value:
+        raise ValueError(f"{key} changes with the layers: {value} at {first}, "
+                         f"{other[key]} at {depth}")
+  return {"layers": depths, "mesh_shape": reports[first]["mesh_shape"], "affine": affine,
+          "constants": constants}
+
+
+def extrapolate(report: dict, layers: int, increments: Dict[str, int],
+                largest_checked: bool = True) -> dict:
+  """report (built at report["num_layers"]) carried to `layers` layers: figure + n x increment.
+
+  increments: {LAYER_SCALARS name or "collectives.<op>": per-layer increment}. Each Switch
+  layer kind's all-to-all entry is repeated for the new blocks. Graph size, build time and
+  RSS are not carried over (they are not per-core figures); the result says what it is.
+  largest_checked: whether layer_fit saw the largest tensors stay put on this mesh; if not,
+  they are left out. Mesh-TF's autostack combines same-shaped variables into one slice
+  variable of up to 2**27 elements (``Graph.rewrite_stack_variables``), so with more layers a
+  stacked tensor can outgrow what the shallow build's largest tensors were.
+  """
+  measured_layers = report["num_layers"]
+  extra = layers - measured_layers
+  out = dict(report)
+  missing = set(_scalars(report)) - set(increments)
+  if missing:
+    raise ValueError(f"extrapolate: no per-layer increment for {sorted(missing)}")
+  for name in LAYER_SCALARS:
+    out[name] = report[name] + extra * increments[name]
+  out["collectives"] = {k: v + extra * increments[f"collectives.{k}"]
+                        for k, v in report["collectives"].items()}
+  out["hbm_fraction_params_and_optimizer"] = (
+      (out["param_bytes_per_core"] + out["optimizer_bytes_per_core"]) / V3_HBM_BYTES_PER_CORE)
+  kinds = {}
+  for scope, counts in report["all_to_all_per_layer"].items():
+    kinds.setdefault(_BLOCK.sub("block_*", scope), counts)
+  out["all_to_all_per_layer"] = {
+      kind.replace("block_*", f"block_{block:03d}"): counts
+      for kind, counts in sorted(kinds.items()) for block in range(layers)}
+  if len(out["all_to_all_per_layer"]) != out["layers_with_all_to_all"]:
+    raise ValueError("extrapolate: the layer kinds do not give layers_with_all_to_all")
+  for name in ("graph_ops", "tpu_computation_ops", "build_seconds", "peak_rss_bytes"):
+    out[name] = None
+  if not largest_checked:
+    out["largest_activations"] = []
+  out["num_layers"] = layers
+  out["extrapolated"] = {"from_layers": measured_layers, "increments": dict(increments),
+                         "largest_activations": "checked" if largest_checked else
+                         "not extrapolated (not checked on this mesh)"}
+  return out
+
+
+def layout_increments(model_file: str, bindings: Sequence[str], mesh_shape: str, layout: str,
+                      layers: int = 1, vocab_size: int = table9.VOCAB_SIZE) -> Dict[str, int]:
+  """Per-core parameter and optimizer bytes one more layer adds, from the layout arithmetic."""
+  sizes = [layout_bytes_per_core(model_file, list(bindings) + [f"num_layers = {n}"],
+                                 mesh_shape, layout, vocab_size)
+           for n in (layers, layers + 1)]
+  return {"param_bytes_per_core": sizes[1]["parameters"] - sizes[0]["parameters"],
+          "optimizer_bytes_per_core": sizes[1]["optimizer"] - sizes[0]["optimizer"]}
+
+
 def _gib(value: float) -> str:
   return f"{value / 2**30:.2f} GiB"
 
 
 def _mib(value: float) -> str:
   return f"{value / 2**20:.1f} MiB"
+
+
+def _build_text(report: dict) -> str:
+  if report.get("extrapolated"):
+    return f"extrapolated from {report['extrapolated']['from_layers']} layers"
+  return str(report["build_seconds"])
 
 
 def markdown(reports: List[dict]) -> str:
@@ -568,7 +737,7 @@ def markdown(reports: List[dict]) -> str:
         f"{_gib(r['param_bytes_per_core'])} | {_gib(r['optimizer_bytes_per_core'])} | "
         f"{100 * r['hbm_fraction_params_and_optimizer']:.0f}% | {act_text} | {a2a_text} | "
         f"{c['AllToAll']} / {c['CrossReplicaSum']} / {c['CollectivePermute']} | "
-        f"{r['build_seconds']} | {r['paper']} |")
+        f"{_build_text(r)} | {r['paper']} |")
   return "\n".join(lines)
 
 
@@ -593,8 +762,49 @@ def _parser() -> argparse.ArgumentParser:
                       help="extra gin bindings for every model")
   parser.add_argument("--json", action="store_true", help="one JSON line per model only")
   parser.add_argument("--layout_only", action="store_true",
-                      help="only per-core parameter bytes from the layout (no TPU graph)")
+                      help="only per-core parameter and Adafactor bytes from the layout "
+                           "(no TPU graph)")
+  parser.add_argument("--layers", default="",
+                      help="comma-separated num_layers values (each stack), one build each")
+  parser.add_argument("--extrapolate_to", type=int, default=0,
+                      help="with three or more --layers: check that every per-core figure is "
+                           "affine in the layers (and that the parameter and optimizer "
+                           "increments are the layout's), then print the figures at this "
+                           "depth, marked extrapolated; with one --layers: take the "
+                           "increments from --increments_from")
+  parser.add_argument("--increments_from", default="",
+                      help="a JSON file of layer_fit's result (a line --extrapolate_to "
+                           "printed at a smaller mesh): its collective-count increments; "
+                           "parameter and optimizer increments come from the layout")
   return parser
+
+
+def _extrapolated(reports: List[dict], target: int, increments_from: str,
+                  model_file: str, bindings: Sequence[str]) -> List[dict]:
+  """The lines --extrapolate_to prints: the layer fit (if several depths) and the report."""
+  by_depth = {r["num_layers"]: r for r in reports}
+  report = by_depth[min(by_depth)]
+  layout = (model_file, bindings, report["mesh_shape"], report["layout_rules"])
+  from_layout = layout_increments(*layout, layers=report["num_layers"])
+  lines = []
+  if len(by_depth) > 1:
+    fit = layer_fit(by_depth)
+    fitted = {name: slope for name, (_, slope) in fit["affine"].items()}
+    for name, value in from_layout.items():
+      if fitted[name] != value:
+        raise ValueError(f"{name}: {fitted[name]} per layer in the builds, {value} from "
+                         "the layout")
+    fit["matches_layout_increments"] = from_layout
+    lines.append({"layer_fit": fit})
+  else:
+    if not increments_from:
+      raise SystemExit("--extrapolate_to with one --layers value needs --increments_from")
+    with open(increments_from) as f:
+      fit = json.load(f)["layer_fit"]
+    fitted = {name: slope for name, (_, slope) in fit["affine"].items()}
+    fitted.update(from_layout)
+  lines.append(extrapolate(report, target, fitted, largest_checked=len(by_depth) > 1))
+  return lines
 
 
 def main(argv=None) -> int:
@@ -607,28 +817,46 @@ def main(argv=None) -> int:
       if not args.mesh:
         raise SystemExit(f"--models {name}: not a paper model here; give --mesh for it")
       plans.append((f"models/{name}.gin", args.mesh, ""))
+  depths = [int(n) for n in args.layers.split(",") if n.strip()]
+  if args.extrapolate_to and not depths:
+    raise SystemExit("--extrapolate_to needs --layers")
   reports = []
   for model_file, mesh_file, paper in plans:
     bindings = ([] if args.mesh else PLAN_BINDINGS.get(model_file, [])) + args.gin_param
     if args.layout_only:
-      table9.parse_gin([model_file, mesh_file], bindings)
-      run_args = _run_bindings()
-      mesh_shape, layout = run_args["mesh_shape"], run_args["layout_rules"]
-      params = layout_param_bytes_per_core(model_file, bindings, mesh_shape, layout)
-      print(json.dumps({"model": model_file, "mesh_shape": mesh_shape, "layout_rules": layout,
-                        "param_bytes_per_core": params, "param_gib_per_core": params / 2**30,
-                        "of_v3_hbm": params / V3_HBM_BYTES_PER_CORE}), flush=True)
+      for depth in depths or [None]:
+        these = bindings + ([f"num_layers = {depth}"] if depth else [])
+        table9.parse_gin([model_file, mesh_file], these)
+        run_args = _run_bindings()
+        mesh_shape, layout = run_args["mesh_shape"], run_args["layout_rules"]
+        sizes = layout_bytes_per_core(model_file, these, mesh_shape, layout)
+        params = sizes["parameters"]
+        print(json.dumps({"model": model_file, "mesh_shape": mesh_shape, "layout_rules": layout,
+                          "num_layers": depth, "param_bytes_per_core": params,
+                          "optimizer_bytes_per_core": sizes["optimizer"],
+                          "param_gib_per_core": params / 2**30,
+                          "of_v3_hbm": params / V3_HBM_BYTES_PER_CORE}), flush=True)
       continue
-    report = plan(model_file, mesh_file, bindings, paper)
-    reports.append(report)
-    print(json.dumps(report), flush=True)
-  if not args.json:
+    built = []
+    for depth in depths or [None]:
+      these = bindings + ([f"num_layers = {depth}"] if depth else [])
+      report = plan(model_file, mesh_file, these, paper)
+      built.append(report)
+      print(json.dumps(report), flush=True)
+    if args.extrapolate_to:
+      for line in _extrapolated(built, args.extrapolate_to, args.increments_from,
+                                model_file, bindings):
+        print(json.dumps(line), flush=True)
+        if "extrapolated" in line:
+          built.append(line)
+    reports.extend(built)
+  if not args.json and reports:
     print()
     print(markdown(reports))
     print()
     print(assumptions(reports))
     print(f"\nv3 HBM per core: {_gib(V3_HBM_BYTES_PER_CORE)}. Peak RSS of this process: "
-          f"{_gib(reports[-1]['peak_rss_bytes'])}.")
+          f"{_gib(max(r['peak_rss_bytes'] or 0 for r in reports))}.")
   return 0
 
 
