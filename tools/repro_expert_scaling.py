@@ -87,7 +87,7 @@ DESIGNS = {d.name: d for d in (
 )}
 # The pilot's choice (results/repro_expert_scaling_pilot/README.md gives the curves and the
 # rule it was chosen by).
-CHOSEN_DESIGN = "paper"
+CHOSEN_DESIGN = "decoder_lm"
 EXPERT_COUNTS = (4, 16, 64)
 SEEDED_EXPERTS = 16  # the Switch model run with every seed, beside dense
 SEEDS = (1, 2, 3)
