@@ -17,23 +17,37 @@ aux loss; gradients with respect to the input and every weight; no optimizer upd
   dense           DenseReluDense with d_ff = the expert d_ff: the same FLOPs per token as
                   top-1 routing at capacity 1.0, no router, no dispatch: the bar.
 
-Memory: TensorFlow's CPU allocator statistics (tf.config.experimental.get_memory_info on
-"CPU:0"), reset before one extra step of each variant: working memory = peak during the step
-minus the bytes in use before it (weights of all live variants are resident and excluded).
+Memory, measured on one extra step of each variant, two ways (weights of all live variants
+are resident before the step and excluded from both):
+  traced     replay of the allocation records of a fully traced step (RunOptions
+             FULL_TRACE): peak bytes the step's ops held at once. Works with any allocator.
+  allocator  tf.config.experimental.get_memory_info("CPU:0") peak minus the bytes in use
+             before the step. Only the oneDNN allocator keeps these statistics: with oneDNN off
+             (TF_ENABLE_ONEDNN_OPTS=0, or a CPU on which TensorFlow leaves it off) TensorFlow
+             raises "Allocator stats not available", and the column says n/a and why.
+
+Profile (``--profile VARIANT``): instead of timing, trace a few steps of one variant at each
+configuration and sum the traced op times per layer part (the mtf_switch function that built
+each op, forward and backward apart), per op type and per op name scope, with the GFLOP/s of
+the matmuls (FLOPs from the run-time shapes). Op times are summed over the inter-op threads,
+so they can exceed the wall time and two ops that overlap both look slower: read shares.
 
 Prints a markdown table and one JSON line per configuration, then a JSON summary line.
 
   PYTHONPATH=. python tools/bench_dispatch.py              # the default set (~10 min)
   PYTHONPATH=. python tools/bench_dispatch.py --grid full  # every combination (long)
   PYTHONPATH=. python tools/bench_dispatch.py --quick      # the two target configurations only
+  PYTHONPATH=. python tools/bench_dispatch.py --quick --profile gather   # where gather's time goes
 """
 
 import argparse
+import collections
 import dataclasses
 import itertools
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -111,6 +125,57 @@ def _layer_output(variant, x, config, sizes):
   raise ValueError(f"unknown variant {variant!r}")
 
 
+def traced_peak_bytes(run_metadata):
+  """Peak bytes that a traced run's ops held at once, from its allocation records.
+
+  Every op's allocations and their frees (negative records) are replayed in time order; the
+  peak of the running sum is the step's working memory: what was resident before the step
+  (the weights) is not in it. None if the trace holds no allocation record at all. At equal
+  times frees go first, so the figure is a lower bound when events coincide.
+  """
+  records = [(record.alloc_micros, record.alloc_bytes)
+             for device in run_metadata.step_stats.dev_stats
+             for node in device.node_stats
+             for memory in node.memory
+             for record in memory.allocation_records]
+  if not records:
+    return None
+  in_use = peak = 0
+  for _, size in sorted(records):
+    in_use += size
+    peak = max(peak, in_use)
+  return peak
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+  """A step's working memory, two ways.
+
+  Attributes:
+    traced_bytes: from the allocation records of a fully traced step (``traced_peak_bytes``):
+      available with every allocator; counts what the ops allocate through TensorFlow
+      (not, e.g., oneDNN's private scratch buffers). None only if the trace has no records.
+    allocator_bytes: the CPU allocator's own peak minus its bytes in use before the step
+      (tf.config.experimental.get_memory_info("CPU:0")), or None where the allocator keeps
+      no statistics: TensorFlow's default CPU allocator does not; the oneDNN allocator, used
+      when oneDNN is on, does.
+    allocator_note: why allocator_bytes is None (the error TensorFlow raised).
+  """
+
+  traced_bytes: object
+  allocator_bytes: object
+  allocator_note: object = None
+
+
+def onednn_enabled() -> str:
+  """"on", "off" or "unknown": whether TensorFlow runs its oneDNN CPU kernels (and allocator)."""
+  try:
+    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
+    return "on" if _pywrap_util_port.IsMklEnabled() else "off"
+  except (ImportError, AttributeError):
+    return "unknown"
+
+
 class Step:
   """One variant's forward + backward graph, in its own session."""
 
@@ -145,16 +210,21 @@ class Step:
     self.session.run(self.fetch)
     return time.perf_counter() - start
 
-  def working_memory(self):
-    """Bytes the step needs beyond what is resident before it (None if not measurable)."""
+  def working_memory(self) -> "Memory":
+    """The working memory of one extra step, measured both ways (see ``Memory``)."""
+    allocator_bytes, note = None, None
     try:
       tf2.config.experimental.reset_memory_stats("CPU:0")
       before = tf2.config.experimental.get_memory_info("CPU:0")["current"]
       self.run()
-      peak = tf2.config.experimental.get_memory_info("CPU:0")["peak"]
-    except (ValueError, RuntimeError):
-      return None
-    return max(0, peak - before)
+      allocator_bytes = max(0, tf2.config.experimental.get_memory_info("CPU:0")["peak"] - before)
+    except (ValueError, RuntimeError) as error:
+      note = f"{type(error).__name__}: {error}"
+    metadata = tf.RunMetadata()
+    self.session.run(self.fetch, options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
+                     run_metadata=metadata)
+    return Memory(traced_bytes=traced_peak_bytes(metadata), allocator_bytes=allocator_bytes,
+                  allocator_note=note)
 
   def close(self):
     self.session.close()
@@ -184,14 +254,283 @@ def measure(config, sizes, variants, rounds, threads):
         "median_s": statistics.median(times[variant]),
         "min_s": min(times[variant]), "max_s": max(times[variant]),
         "ratio_to_dense": statistics.median(ratios[variant]) if ratios[variant] else None,
-        "working_memory_mb": (None if memory[variant] is None
-                              else round(memory[variant] / 2**20, 1)),
+        "working_memory_mb": _mb(memory[variant].traced_bytes),
+        "allocator_working_memory_mb": _mb(memory[variant].allocator_bytes),
+        "allocator_note": memory[variant].allocator_note,
     }
   return result
 
 
+def _load_average() -> str:
+  try:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+  except OSError:
+    return "unknown"
+
+
+def _mb(size):
+  return None if size is None else round(size / 2**20, 1)
+
+
+def _fmt_mb(value):
+  return "n/a" if value is None else f"{value}"
+
+
 def _fmt_ratio(value):
   return "-" if value is None else f"{value:.2f}"
+
+
+# --- where the time goes (--profile VARIANT) -----------------------------------------------
+
+# mtf_switch helpers that only wrap an op of their caller: an op they build belongs to the
+# caller's part.
+_TRANSPARENT_HELPERS = frozenset({"materialized", "unsplit_dim", "to_expert_major",
+                                  "to_group_major"})
+OUTSIDE_LAYER = "(outside the layer: input, loss, gradient export)"
+
+
+class OpBuilders:
+  """Records, for every Mesh-TF operation created inside it, which mtf_switch function built it.
+
+  The label is "module: Function" of the outermost mtf_switch frame that is not the layer
+  itself (layers.py only strings the stages together), so it names a stage of the layer:
+  ``routing: Router.__call__ > Router._compute_router_probabilities``,
+  ``dispatch: gather_dispatch``, ``packed_experts: packed_expert_ffn``. A ``__call__`` frame
+  gets its callee appended (the router's stages). Ops built in layers.py itself keep that
+  label; ops built outside mtf_switch (moe.py, the dense FFN, the benchmark) are labelled by
+  their outermost frame outside the benchmark's own code (``mesh_tensorflow ...``).
+  """
+
+  def __init__(self):
+    self.labels = {}  # mtf operation name -> label
+    self._original_init = None
+
+  def __enter__(self):
+    original = self._original_init = mtf.Operation.__init__
+    builders = self
+
+    def recording_init(op, *args, **kwargs):
+      original(op, *args, **kwargs)
+      builders.labels[op.name] = builder_label(sys._getframe(1))
+
+    mtf.Operation.__init__ = recording_init
+    return self
+
+  def __exit__(self, *exc):
+    mtf.Operation.__init__ = self._original_init
+    return False
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(mtf_switch.__file__)) + os.sep
+
+
+def builder_label(frame) -> str:
+  """The label ``OpBuilders`` gives an op created with ``frame`` innermost (see there)."""
+  chain = []  # (module, qualified name), outermost first
+  outer_library = None
+  while frame is not None:
+    path = os.path.abspath(frame.f_code.co_filename)
+    if path.startswith(_PACKAGE_DIR):
+      chain.append((os.path.basename(path)[:-3], frame.f_code.co_qualname))
+    elif "mesh_tensorflow" in path and os.path.basename(path) != "ops.py":
+      # moe.py or mtf.layers (the moe_py and dense variants); ops.py is every op's maker.
+      outer_library = (f"mesh_tensorflow {os.path.basename(path)[:-3]}: "
+                       f"{frame.f_code.co_qualname}")
+    frame = frame.f_back
+  chain.reverse()
+  if not chain:
+    return outer_library or OUTSIDE_LAYER
+  stages = [(m, f) for m, f in chain
+            if m != "layers" and f.split(".")[-1] not in _TRANSPARENT_HELPERS]
+  if not stages:
+    module, function = chain[-1]
+    return f"{module}: {function}"
+  module, function = stages[0]
+  label = f"{module}: {function}"
+  if function.endswith("__call__") and len(stages) > 1:
+    label += " > " + stages[1][1]
+  return label
+
+
+def forward_op_of(node_name: str, op_names) -> tuple:
+  """(mtf operation name, backward?) that a lowered TensorFlow node belongs to.
+
+  Mesh-TF lowers each operation under its name (``tf.name_scope(op.name)``) and names each
+  gradient operation "<forward op>/gradients/...", so the forward op is the longest prefix of
+  the node's name (before any "/gradients/") that names an operation. (None, False) if none.
+  """
+  backward = "/gradients/" in node_name
+  head = node_name.split("/gradients/")[0] if backward else node_name
+  parts = head.split("/")
+  for end in range(len(parts), 0, -1):
+    candidate = "/".join(parts[:end])
+    if candidate in op_names:
+      return candidate, backward
+  return None, False
+
+
+_UNIQUIFIER = re.compile(r"_\d+$")
+
+
+def scope_of(op_name: str) -> str:
+  """An mtf op name without TensorFlow-style "_<n>" uniquifiers: "router/einsum_3" ->
+  "router/einsum"."""
+  return "/".join(_UNIQUIFIER.sub("", part) for part in op_name.split("/"))
+
+
+_LABEL_TYPE = re.compile(r"\s*[^=]+=\s*([A-Za-z0-9_]+)\(")
+MATMUL_TYPES = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum")
+
+
+def traced_ops(run_metadata):
+  """(ops, shapes) of one traced run: ops [(node name, op type, microseconds)] with the
+  kernel actually run as the type (Grappler's fused and oneDNN kernels keep their own), and
+  shapes {tensor name: shape} of every output the run produced."""
+  ops, shapes = [], {}
+  for device in run_metadata.step_stats.dev_stats:
+    for node in device.node_stats:
+      match = _LABEL_TYPE.match(node.timeline_label)
+      op_type = match.group(1) if match else node.node_name.split(":")[0]
+      ops.append((node.node_name, op_type, node.op_end_rel_micros - node.op_start_rel_micros))
+      for output in node.output:
+        dims = output.tensor_description.shape.dim
+        shapes[f"{node.node_name}:{output.slot}"] = tuple(d.size for d in dims)
+  return ops, shapes
+
+
+def base_type(op_type: str) -> str:
+  """The TensorFlow op a kernel implements: "_MklMatMul" -> "MatMul", "_MklEinsum" -> "Einsum"."""
+  return op_type[4:] if op_type.startswith("_Mkl") else op_type.lstrip("_")
+
+
+def einsum_flops(equation: str, shapes) -> int:
+  """2 x the product of every distinct index's size (0 if the equation cannot be read)."""
+  operands = equation.replace(" ", "").split("->")[0].split(",")
+  if len(operands) != len(shapes):
+    return 0
+  sizes = {}
+  for operand, shape in zip(operands, shapes, strict=True):
+    if "." in operand or len(operand) != len(shape):
+      return 0
+    sizes.update(zip(operand, shape, strict=True))
+  flops = 2
+  for size in sizes.values():
+    flops *= int(size)
+  return flops
+
+
+def product_flops(op, shapes) -> int:
+  """Multiply-add FLOPs of one MatMul / BatchMatMul / Einsum from its inputs' run-time shapes
+  (``shapes``: {tensor name: shape}, static shapes where the run recorded none); 0 if unknown."""
+  inputs = []
+  for tensor in op.inputs[:2]:
+    shape = shapes.get(tensor.name)
+    if shape is None:
+      static = tensor.shape
+      if static.rank is None or None in static.as_list():
+        return 0
+      shape = tuple(static.as_list())
+    inputs.append(shape)
+  if op.type == "Einsum":
+    return einsum_flops(op.get_attr("equation").decode(), inputs)
+  a, b = inputs
+  if len(a) < 2 or len(b) < 2:
+    return 0
+
+  def attr(*names):
+    for name in names:
+      try:
+        return bool(op.get_attr(name))
+      except ValueError:
+        continue
+    return False
+
+  m, k = (a[-1], a[-2]) if attr("transpose_a", "adj_x") else (a[-2], a[-1])
+  n = b[-2] if attr("transpose_b", "adj_y") else b[-1]
+  batch = 1
+  for d in a[:-2]:
+    batch *= d
+  return 2 * batch * m * k * n
+
+
+def summarize_profile(traces, labels, graph=None):
+  """Per op type, per layer part and per op scope: [(key, ms per step, share, nodes per step,
+  GFLOP per step)], largest first, and the total op ms per step. ``traces``: traced_ops
+  results; ``graph``: the tf.Graph, to count the matmuls' FLOPs (none counted without it)."""
+  tables = {"type": collections.Counter(), "part": collections.Counter(),
+            "scope": collections.Counter()}
+  counts = {name: collections.Counter() for name in tables}
+  flops = {name: collections.Counter() for name in tables}
+  for ops, shapes in traces:
+    for node_name, op_type, micros in ops:
+      op_name, backward = forward_op_of(node_name, labels)
+      direction = " [backward]" if backward else ""
+      part = (labels[op_name] if op_name else OUTSIDE_LAYER) + direction
+      scope = (scope_of(op_name) if op_name else OUTSIDE_LAYER) + direction
+      node_flops = 0
+      if graph is not None and base_type(op_type) in MATMUL_TYPES:
+        try:
+          node_flops = product_flops(graph.get_operation_by_name(node_name), shapes)
+        except KeyError:  # a node Grappler made; not in the Python graph
+          node_flops = 0
+      for table, key in (("type", op_type), ("part", part), ("scope", scope)):
+        tables[table][key] += micros
+        counts[table][key] += 1
+        flops[table][key] += node_flops
+  steps = max(1, len(traces))
+  total_ms = sum(tables["type"].values()) / 1e3 / steps
+  result = {}
+  for name, table in tables.items():
+    result[name] = [(key, micros / 1e3 / steps,
+                     micros / 1e3 / steps / total_ms if total_ms else 0.0,
+                     counts[name][key] / steps, flops[name][key] / 1e9 / steps)
+                    for key, micros in table.most_common()]
+  return result, total_ms
+
+
+def profile(config, sizes, variant, steps, threads, top):
+  """Traces ``steps`` forward+backward steps of one variant; prints where the time goes."""
+  with OpBuilders() as builders:
+    step = Step(variant, config, sizes, threads)
+  try:
+    step.run()  # warm-up
+    untraced = sorted(step.run() for _ in range(steps))[steps // 2]
+    options = tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE)
+    traces, walls = [], []
+    for _ in range(steps):
+      metadata = tf.RunMetadata()
+      start = time.perf_counter()
+      step.session.run(step.fetch, options=options, run_metadata=metadata)
+      walls.append(time.perf_counter() - start)
+      traces.append(traced_ops(metadata))
+  finally:
+    step.close()
+  tables, total_ms = summarize_profile(traces, builders.labels, step.graph)
+  wall = sorted(walls)[len(walls) // 2]
+  matmul_gflop = sum(row[4] for row in tables["type"])
+  matmul_ms = sum(row[1] for row in tables["type"] if base_type(row[0]) in MATMUL_TYPES)
+  print(f"\n## {variant}: {config.experts} experts, capacity factor {config.capacity_factor}, "
+        f"group {config.group_size}\n")
+  print(f"untraced step {untraced:.3f} s, traced step {wall:.3f} s (medians of {steps}); "
+        f"op time {total_ms / 1e3:.3f} s per step (summed over threads, so it can exceed "
+        f"the wall time); matmuls {matmul_gflop:.1f} GFLOP in {matmul_ms:.0f} ms of op time: "
+        f"{matmul_gflop / max(matmul_ms, 1e-9) * 1e3:.1f} GFLOP/s\n")
+  titles = {"part": "layer part (the function that built the op)", "type": "op type",
+            "scope": "op name scope (mtf op, uniquifiers stripped)"}
+  for name in ("part", "type", "scope"):
+    print(f"| {titles[name]} | ms/step | share | nodes/step | matmul GFLOP/s |")
+    print("| --- | --- | --- | --- | --- |")
+    for key, ms, share, nodes, gflop in tables[name][:top]:
+      rate = f"{gflop / ms * 1e3:.1f}" if gflop and ms else ""
+      print(f"| {key} | {ms:.1f} | {share:.1%} | {nodes:g} | {rate} |")
+    print()
+  record = {"variant": variant, **dataclasses.asdict(config), "untraced_s": round(untraced, 4),
+            "traced_s": round(wall, 4), "op_ms_per_step": round(total_ms, 1),
+            "matmul_gflop_per_step": round(matmul_gflop, 2),
+            **{name: {key: round(ms, 1) for key, ms, *_ in rows[:top]}
+               for name, rows in tables.items()}}
+  print("JSON_PROFILE " + json.dumps(record), flush=True)
+  return record
 
 
 def main(argv=None):
@@ -208,6 +547,11 @@ def main(argv=None):
   parser.add_argument("--d_ff", type=int, default=Sizes.d_ff)
   parser.add_argument("--configs", default=None,
                       help="explicit experts:capacity:group list, e.g. 32:1.25:1024,8:1.0:512")
+  parser.add_argument("--profile", metavar="VARIANT", default=None,
+                      help="instead of timing, trace VARIANT at each configuration and print "
+                           "where its time goes (by layer part, op type and op scope)")
+  parser.add_argument("--profile_steps", type=int, default=3, help="traced steps (--profile)")
+  parser.add_argument("--top", type=int, default=25, help="rows per profile table")
   args = parser.parse_args(argv)
 
   sizes = Sizes(args.tokens, args.length, args.d_model, args.d_ff)
@@ -223,14 +567,28 @@ def main(argv=None):
   else:
     configs = full_grid() if args.grid == "full" else default_configs()
   rounds = args.rounds or 3
+  if args.profile is not None:
+    if args.profile not in VARIANTS:
+      parser.error(f"unknown --profile variant {args.profile!r}; expected one of {VARIANTS}")
+    if args.profile_steps < 1:
+      parser.error(f"--profile_steps must be >= 1, got {args.profile_steps}")
+    print(f"# profile of {args.profile}: machine {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, load average {_load_average()}, TF {tf.__version__} "
+          f"(oneDNN {onednn_enabled()}), "
+          f"threads {args.threads}; sizes {dataclasses.asdict(sizes)}", flush=True)
+    for config in configs:
+      profile(config, sizes, args.profile, args.profile_steps, args.threads, args.top)
+    return 0
 
   print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"TF {tf.__version__}, threads {args.threads}; sizes {dataclasses.asdict(sizes)}; "
-        f"{rounds} rounds", flush=True)
+        f"load average {_load_average()}, TF {tf.__version__} (oneDNN {onednn_enabled()}), "
+        f"threads {args.threads}; sizes {dataclasses.asdict(sizes)}; {rounds} rounds", flush=True)
   header = ("| experts | capacity factor | group size | variant | median s | min..max s | "
-            "x dense (paired median) | step working memory MB |")
+            "x dense (paired median) | step working memory MB (traced) | "
+            "(allocator) |")
   print(header)
-  print("|" + " --- |" * 8, flush=True)
+  print("|" + " --- |" * 9, flush=True)
+  notes = set()
   summary = []
   for config in configs:
     result = measure(config, sizes, variants, rounds, args.threads)
@@ -238,10 +596,17 @@ def main(argv=None):
       r = result[variant]
       print(f"| {config.experts} | {config.capacity_factor} | {config.group_size} | {variant} | "
             f"{r['median_s']:.3f} | {r['min_s']:.3f}..{r['max_s']:.3f} | "
-            f"{_fmt_ratio(r['ratio_to_dense'])} | {r['working_memory_mb']} |", flush=True)
+            f"{_fmt_ratio(r['ratio_to_dense'])} | {_fmt_mb(r['working_memory_mb'])} | "
+            f"{_fmt_mb(r['allocator_working_memory_mb'])} |", flush=True)
+      if r["allocator_note"]:
+        notes.add(r["allocator_note"])
     record = dict(dataclasses.asdict(config), results=result)
     summary.append(record)
     print("JSON " + json.dumps(record), flush=True)
+  for note in sorted(notes):
+    print(f"\nallocator column n/a: {note} (TensorFlow's default CPU allocator keeps no "
+          f"statistics; oneDNN's allocator does, and oneDNN is {onednn_enabled()} here). The "
+          "traced column does not need them.")
   print("JSON_SUMMARY " + json.dumps({"sizes": dataclasses.asdict(sizes), "rounds": rounds,
                                       "threads": args.threads, "configs": summary}))
   return 0
