@@ -58,8 +58,8 @@ def pytest_collection_modifyitems(config, items):
 def _fresh_gin_config_per_file():
   """Every test file starts and ends with no gin bindings.
 
-  Helpers such as ``tools/table9.parse_gin`` and ``mtf_switch.convert.mtf_run`` parse gin files
-  into gin's one global config; a binding one file leaves behind (an imported HF model's
+  Helpers such as ``mtf_switch.gin_files.parse_gin`` (used by tools/table9.py and
+  mtf_switch.convert) parse gin files into gin's one global config; a binding one file leaves behind (an imported HF model's
   ``SwitchFFN.z_loss_coef``, say) would otherwise reach the layers the next file in the same
   worker builds without gin.
   """

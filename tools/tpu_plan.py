@@ -56,9 +56,10 @@ for _path in (REPO, os.path.join(REPO, "tools")):
     sys.path.insert(0, _path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import table9  # noqa: E402  (gin loading exactly as table9 and the CLI do)
+import table9  # noqa: E402  (the model graph as Table 9 builds it)
 
 from mtf_switch import compat  # noqa: E402,F401  (before any mesh_tensorflow import)
+from mtf_switch.gin_files import parse_gin  # noqa: E402  (gin loaded as the CLI loads it)
 
 V3_HBM_BYTES_PER_CORE = 16 * 2**30
 V3_CORES_PER_CHIP = 2
@@ -236,7 +237,7 @@ def build_tpu_train_step(gin_files: Sequence[str], bindings: Sequence[str] = (),
   from tensorflow.python.tpu import tpu
   from tensorflow.python.tpu.ops import tpu_ops
   _absl_flags_parsed()
-  table9.parse_gin(list(gin_files), list(bindings))
+  parse_gin(list(gin_files), list(bindings))
   run_args = _run_bindings()
   mesh_shape = mtf.convert_to_shape(run_args["mesh_shape"])
   layout_rules = mtf.convert_to_layout_rules(run_args["layout_rules"])
@@ -464,7 +465,7 @@ def layout_param_bytes_per_core(model_file: str, bindings: Sequence[str], mesh_s
   import mesh_tensorflow as mtf
 
   import gin
-  table9.parse_gin([model_file], bindings)
+  parse_gin([model_file], bindings)
   lengths = gin.query_parameter("utils.run.sequence_length")
   mtf_graph, _ = table9.build_graph(model_file, bindings, batch=1,
                                     inputs_length=lengths["inputs"],
@@ -611,7 +612,7 @@ def main(argv=None) -> int:
   for model_file, mesh_file, paper in plans:
     bindings = ([] if args.mesh else PLAN_BINDINGS.get(model_file, [])) + args.gin_param
     if args.layout_only:
-      table9.parse_gin([model_file, mesh_file], bindings)
+      parse_gin([model_file, mesh_file], bindings)
       run_args = _run_bindings()
       mesh_shape, layout = run_args["mesh_shape"], run_args["layout_rules"]
       params = layout_param_bytes_per_core(model_file, bindings, mesh_shape, layout)
