@@ -116,7 +116,11 @@ def packed_expert_ffn(expert_inputs: mtf.Tensor, filled_slots: mtf.Tensor,
     return _packed_slot_ffn(slots, counts, *kernel_slices, activations=ACTIVATIONS[activation],
                             dropout_rate=dropout_rate, train=train)
 
+  # The kernels too go through an identity of their own: Mesh-TF's autostack makes the
+  # kernels of all layers of one shape outputs of a single unstack op, and tf.gradients, which
+  # the slicewise op's gradient calls, works by op: from that shared op it would build (dead)
+  # gradient ops back through every earlier layer, a graph that grows with depth squared.
   return materialized(mtf.slicewise(
-      slice_fn, [materialized(t) for t in [expert_inputs, filled_slots]] + kernels,
+      slice_fn, [materialized(t) for t in [expert_inputs, filled_slots, *kernels]],
       output_shape=expert_inputs.shape, output_dtype=expert_inputs.dtype,
       splittable_dims=[experts_dim, groups_dim], name="packed_expert_ffn"))

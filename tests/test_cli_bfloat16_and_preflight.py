@@ -23,11 +23,11 @@ pytestmark = pytest.mark.slow
 
 
 def _cli(root, model_dir, gin_files, *gin_params, expect_ok=True):
-  import test_cli_end_to_end as e2e  # the corpus writer
+  from tests.e2e import cli  # the corpus writer
 
   corpus = root / "corpus.txt"
   if not corpus.exists():
-    e2e._write_corpus(corpus)
+    cli._write_corpus(corpus)
   args = [sys.executable, "-m", "switch_cli", f"--model_dir={model_dir}"]
   args += [f"--gin_file={g}" for g in gin_files]
   params = ['MIXTURE_NAME = "text_files"', f'text_files.paths = ["{corpus}"]',

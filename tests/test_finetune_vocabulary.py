@@ -9,11 +9,11 @@ registry is restored afterwards, since the other tests of this process read the 
 
 import os
 
-import gin
 import pytest
-import seqio
 import sentencepiece as spm
+import seqio
 
+import gin
 import tasks
 from mtf_switch.convert import from_hf
 from tasks import finetune_vocabulary, glue

@@ -295,3 +295,35 @@ def test_benchmark_tool_runs_at_a_toy_size(capsys):
   assert "JSON_SUMMARY" in out
   for variant in bench.VARIANTS:
     assert f"| {variant} |" in out
+
+
+def test_packed_ffn_gradient_stays_inside_its_layer_when_variables_are_stacked():
+  """The packed FFN's TensorFlow gradient (tf.gradients over the slice function) builds ops
+  for its own layer only. Mesh-TF's autostack (on in every switch_mesh_transformer run) makes
+  the kernels of same-shaped layers outputs of one unstack op; a gradient taken from that op
+  would reach back through every earlier layer, a graph that grows with depth squared."""
+  mesh_shape, layout = LAYOUTS["expert_data"]  # autostack stacks nothing on one device
+  with tf.Graph().as_default():
+    mesh = mtf.Mesh(mtf.Graph(), "mesh")
+    x = mtf.zeros(mesh, _dims())
+    for scope in ("first", "second", "third"):
+      with tf.variable_scope(scope):
+        layer = layers.SwitchFFN(**dict(_COMMON, dispatch_path="gather"))
+        x = layer.apply(x, train=True, variable_dtype=F32, layout=layout,
+                        mesh_shape=mesh_shape).outputs
+    loss = mtf.reduce_sum(x)
+    variables = list(mesh.graph.trainable_variables)
+    mtf.gradients([loss], [v.outputs[0] for v in variables])
+    shape = mtf.convert_to_shape(mesh_shape)
+    mesh_impl = mtf.placement_mesh_impl.PlacementMeshImpl(
+        shape, layout, [f"/cpu:{i}" for i in range(shape.size)])
+    mtf.Lowering(mesh.graph, {mesh: mesh_impl}, autostack=True)
+    names = [op.name for op in tf.get_default_graph().get_operations()]
+  assert any(name.startswith("stacked/") for name in names)  # the kernels were stacked
+  for scope in ("second", "third"):
+    gradient = [n for n in names if n.startswith(f"{scope}/") and "packed_expert_ffn/gradients"
+                in n]
+    assert gradient, scope  # the packed FFN was built, and its generic gradient
+    reaching_back = [n for n in gradient if "/gradients/first/" in n
+                     or (scope == "third" and "/gradients/second/" in n)]
+    assert not reaching_back, reaching_back[:3]

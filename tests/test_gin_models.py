@@ -10,7 +10,6 @@ one fixed batch: the loss must fall.
 
 import glob
 import os
-import sys
 
 import mesh_tensorflow as mtf
 import numpy as np
@@ -20,10 +19,9 @@ from mesh_tensorflow.transformer import transformer, transformer_layers
 
 import gin
 from mtf_switch import layers
+from mtf_switch.gin_files import parse_gin
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import table9  # noqa: E402
 
 MODEL_FILES = sorted(os.path.relpath(p, os.path.join(REPO, "gin"))
                      for p in glob.glob(os.path.join(REPO, "gin", "models", "*.gin")))
@@ -69,14 +67,14 @@ def _forget_gin_bindings():
 
 @pytest.mark.parametrize("model_file", MODEL_FILES)
 def test_model_file_parses(model_file):
-  table9.parse_gin([model_file, "mesh/cpu_data_parallel.gin"])
+  parse_gin([model_file, "mesh/cpu_data_parallel.gin"])
   assert gin.query_parameter("%d_model") > 0
   assert gin.query_parameter("utils.run.mesh_shape") == "batch:1"
 
 
 @pytest.mark.parametrize("mesh_file", MESH_FILES)
 def test_mesh_file_parses_to_a_mesh_and_layout(mesh_file):
-  table9.parse_gin(["models/switch_tiny.gin", mesh_file])
+  parse_gin(["models/switch_tiny.gin", mesh_file])
   mesh_shape = mtf.convert_to_shape(gin.query_parameter("utils.run.mesh_shape"))
   layout = mtf.convert_to_layout_rules(gin.query_parameter("utils.run.layout_rules"))
   # Every layout rule names a mesh dimension this mesh has (LayoutRules keeps no public list).
@@ -102,7 +100,7 @@ def _split_dims_of_model():
 
 @pytest.mark.parametrize("model_file,mesh_file", TPU_PLANS)
 def test_tpu_layout_divides_the_paper_model(model_file, mesh_file):
-  table9.parse_gin([model_file, mesh_file])
+  parse_gin([model_file, mesh_file])
   mesh_shape = gin.query_parameter("utils.run.mesh_shape")
   layout = gin.query_parameter("utils.run.layout_rules")
   for name, size in _split_dims_of_model().items():
@@ -115,7 +113,7 @@ def test_tpu_layout_divides_the_paper_model(model_file, mesh_file):
 
 def test_base_heads_do_not_divide_over_eight_cores():
   """What tpu_model.gin warns about: T5-Base's 12 heads cannot split 8 ways."""
-  table9.parse_gin(["models/t5_base.gin", "mesh/tpu_model.gin"])
+  parse_gin(["models/t5_base.gin", "mesh/tpu_model.gin"])
   heads = gin.query_parameter("%num_heads")
   split = mtf.tensor_dim_to_mesh_dim_size(
       gin.query_parameter("utils.run.layout_rules"), gin.query_parameter("utils.run.mesh_shape"),
@@ -130,7 +128,7 @@ def _copy_task_batch():
 
 def _train_from_gin(model_file, mesh_file, steps):
   """Builds the gin model on the gin mesh, lowers it and trains; returns (losses, model)."""
-  table9.parse_gin([model_file, mesh_file])
+  parse_gin([model_file, mesh_file])
   mesh_shape = gin.query_parameter("utils.run.mesh_shape")
   layout = gin.query_parameter("utils.run.layout_rules")
   devices = gin.query_parameter("utils.run.mesh_devices")

@@ -1,6 +1,7 @@
 """Round trip through the command line: a tiny Switch model trained by switch_mesh_transformer
--> export to HF -> HF's logits equal the project's; -> import again -> the same tensors, bit
-for bit. And an imported HF model fine-tuned with the recipes on the SST-2 TSV task."""
+(the session's ``pretrained`` checkpoint, tests/conftest.py) -> export to HF -> HF's logits
+equal the project's; -> import again -> the same tensors, bit for bit. And an imported HF model
+fine-tuned with the recipes on the SST-2 TSV task."""
 
 import re
 
@@ -10,7 +11,9 @@ import tensorflow.compat.v1 as tf
 
 from mtf_switch.convert import from_hf, mtf_run, to_hf
 from tests import hf_tiny
-from tests.test_cli_end_to_end import GIN, _checkpoint_steps, _cli, make_workdir
+from tests.e2e.cli import GIN, make_workdir
+from tests.e2e.cli import checkpoint_steps as _checkpoint_steps
+from tests.e2e.cli import run_cli as _cli
 
 pytestmark = pytest.mark.slow
 INPUTS_LENGTH, TARGETS_LENGTH, CAPACITY = 32, 8, 6
@@ -31,44 +34,6 @@ def _model_variables(prefix):
   return {name: tf.train.load_variable(prefix, name)
           for name, _ in tf.train.list_variables(prefix)
           if name != "global_step" and not to_hf.SLOT_PATTERN.search(name)}
-
-
-def test_trained_checkpoint_exports_to_hf_and_back(workdir, tmp_path):
-  from transformers import SwitchTransformersForConditionalGeneration
-  model_dir = workdir / "trained"
-  _cli(workdir, model_dir, 'MIXTURE_NAME = "e2e_text_span_corruption"',
-       'utils.run.mode = "train"', "utils.run.train_steps = 3",
-       "utils.run.save_checkpoints_steps = 3", timeout=CLI_TIMEOUT)
-  checkpoint = str(model_dir / "model.ckpt-3")
-  assert any(to_hf.SLOT_PATTERN.search(n) for n, _ in tf.train.list_variables(checkpoint))
-
-  hf_dir = tmp_path / "hf"
-  spec = to_hf.convert(str(model_dir), [GIN], [], str(hf_dir), expert_capacity=CAPACITY)
-  assert spec.is_switch and spec.encoder_sparse == (True, True) and spec.tied_logits
-  hf = SwitchTransformersForConditionalGeneration.from_pretrained(hf_dir).eval()
-  assert hf.config.vocab_size == E2E_VOCAB and hf.config.expert_capacity == CAPACITY
-
-  inputs, targets = hf_tiny.ids(seed=5, batch=4, inputs_length=INPUTS_LENGTH,
-                                targets_length=TARGETS_LENGTH)
-  reference = hf_tiny.hf_run(hf, inputs, targets)
-  run = mtf_run.run_logits([GIN], checkpoint, inputs, targets, E2E_VOCAB, HF_ROUTING)
-  diff = float(np.abs(run.logits - reference.logits).max())
-  dropped = sum(int((r.kept == 0).sum()) for r in reference.routing)
-  print(f"round trip: max |logits diff| = {diff:.3g}, {dropped} tokens dropped")
-  assert diff < 1e-4
-  for ours, theirs in zip(run.routing.values(), reference.routing, strict=True):
-    np.testing.assert_array_equal(ours["kept"], theirs.kept)
-
-  reimported = tmp_path / "reimported"
-  # The CLI saved bfloat16 masters; HF holds their exact float32 widening; back to bfloat16.
-  from_hf.convert(str(hf_dir), str(reimported), inputs_length=INPUTS_LENGTH,
-                  targets_length=TARGETS_LENGTH, progress=lambda line: None, dtype="bfloat16")
-  original = _model_variables(checkpoint)
-  again = _model_variables(str(reimported / "model.ckpt-0"))
-  assert sorted(again) == sorted(original)
-  assert original["shared/embedding"].dtype.name == "bfloat16"
-  for name, value in original.items():
-    assert again[name].dtype == value.dtype and np.array_equal(again[name], value), name
 
 
 def test_imported_model_finetunes_on_sst2_with_the_recipes(workdir, tmp_path):
@@ -100,3 +65,41 @@ def test_imported_model_finetunes_on_sst2_with_the_recipes(workdir, tmp_path):
   match = re.search(r"e2e_sst2/accuracy at step 5: ([0-9.]+)", log)
   assert match, log[-3000:]
   assert 0.0 <= float(match.group(1)) <= 100.0
+
+
+# After the fine-tuning test: under pytest-xdist the pre-training may still be running in the
+# other worker when this file starts.
+def test_trained_checkpoint_exports_to_hf_and_back(pretrained, tmp_path):
+  from transformers import SwitchTransformersForConditionalGeneration
+  model_dir = pretrained["model_dir"]
+  checkpoint = str(model_dir / f"model.ckpt-{pretrained['after'][-1]}")
+  assert to_hf.resolve_checkpoint(str(model_dir)) == checkpoint  # the directory's latest
+  assert any(to_hf.SLOT_PATTERN.search(n) for n, _ in tf.train.list_variables(checkpoint))
+
+  hf_dir = tmp_path / "hf"
+  spec = to_hf.convert(str(model_dir), [GIN], [], str(hf_dir), expert_capacity=CAPACITY)
+  assert spec.is_switch and spec.encoder_sparse == (True, True) and spec.tied_logits
+  hf = SwitchTransformersForConditionalGeneration.from_pretrained(hf_dir).eval()
+  assert hf.config.vocab_size == E2E_VOCAB and hf.config.expert_capacity == CAPACITY
+
+  inputs, targets = hf_tiny.ids(seed=5, batch=4, inputs_length=INPUTS_LENGTH,
+                                targets_length=TARGETS_LENGTH)
+  reference = hf_tiny.hf_run(hf, inputs, targets)
+  run = mtf_run.run_logits([GIN], checkpoint, inputs, targets, E2E_VOCAB, HF_ROUTING)
+  diff = float(np.abs(run.logits - reference.logits).max())
+  dropped = sum(int((r.kept == 0).sum()) for r in reference.routing)
+  print(f"round trip: max |logits diff| = {diff:.3g}, {dropped} tokens dropped")
+  assert diff < 1e-4
+  for ours, theirs in zip(run.routing.values(), reference.routing, strict=True):
+    np.testing.assert_array_equal(ours["kept"], theirs.kept)
+
+  reimported = tmp_path / "reimported"
+  # The CLI saved bfloat16 masters; HF holds their exact float32 widening; back to bfloat16.
+  from_hf.convert(str(hf_dir), str(reimported), inputs_length=INPUTS_LENGTH,
+                  targets_length=TARGETS_LENGTH, progress=lambda line: None, dtype="bfloat16")
+  original = _model_variables(checkpoint)
+  again = _model_variables(str(reimported / "model.ckpt-0"))
+  assert sorted(again) == sorted(original)
+  assert original["shared/embedding"].dtype.name == "bfloat16"
+  for name, value in original.items():
+    assert again[name].dtype == value.dtype and np.array_equal(again[name], value), name

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 import gin
+from mtf_switch.gin_files import parse_gin
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tools"))
@@ -106,7 +107,7 @@ def test_rounding_to_the_table_precision():
 
 @pytest.mark.parametrize("row", table9.PAPER, ids=lambda row: row.name)
 def test_paper_gin_file_parses(row):
-  table9.parse_gin([row.gin_file])
+  parse_gin([row.gin_file])
 
 
 def _closed_form_params(d_model, d_ff, heads, layers, experts=0, expert_every=0, geglu=True,

@@ -31,7 +31,6 @@ nothing is lowered, no weight is allocated and nothing is trained. From that gra
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import sys
 import time
@@ -43,11 +42,11 @@ if REPO not in sys.path:
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from mtf_switch import compat  # noqa: E402,F401  (before any mesh_tensorflow import)
+from mtf_switch.gin_files import parse_gin  # noqa: E402  (gin loaded as the CLI loads it)
 
 # T5's SentencePiece vocabulary (32,100 ids) padded by Mesh-TF to a multiple of 128.
 VOCAB_SIZE = 32128
 INPUTS_LENGTH, TARGETS_LENGTH = 512, 114
-PROJECT_GIN_DIR = os.path.join(REPO, "gin")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,30 +122,6 @@ def _import_mesh_tf():
   import mtf_switch  # noqa: F401  (registers the gin configurables)
   tf.get_logger().setLevel("ERROR")
   return mtf, tf, transformer, transformer_layers, gin
-
-
-def parse_gin(gin_files, bindings=()) -> None:
-  """Loads gin as the CLI does: mesh-tf's defaults.gin, then the files, then the bindings.
-
-  File names resolve against the project's gin/ directory, then t5's (models/bi_v1.gin,
-  dataset.gin), as on the switch_mesh_transformer command line.
-  """
-  import pkg_resources
-  _, _, _, _, gin = _import_mesh_tf()
-  import t5.models
-  gin.clear_config()
-  gin.add_config_file_search_path(PROJECT_GIN_DIR)
-  gin.add_config_file_search_path(os.path.join(os.path.dirname(t5.models.__file__), "gin"))
-  # gin logs an error for every search-path entry a file is not in before it finds it.
-  root_logger = logging.getLogger()
-  level = root_logger.level
-  root_logger.setLevel(logging.CRITICAL)
-  try:
-    gin.parse_config_file(pkg_resources.resource_filename(
-        "mesh_tensorflow.transformer", "gin/defaults.gin"))
-    gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
-  finally:
-    root_logger.setLevel(level)
 
 
 def build_graph(gin_file: str, bindings=(), batch: int = 1,

@@ -68,9 +68,10 @@ for _path in (REPO, os.path.join(REPO, "tools")):
     sys.path.insert(0, _path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import table9  # noqa: E402  (gin loading exactly as table9 and the CLI do)
+import table9  # noqa: E402  (the model graph as Table 9 builds it)
 
 from mtf_switch import compat  # noqa: E402,F401  (before any mesh_tensorflow import)
+from mtf_switch.gin_files import parse_gin  # noqa: E402  (gin loaded as the CLI loads it)
 
 V3_HBM_BYTES_PER_CORE = 16 * 2**30
 V3_CORES_PER_CHIP = 2
@@ -248,7 +249,7 @@ def build_tpu_train_step(gin_files: Sequence[str], bindings: Sequence[str] = (),
   from tensorflow.python.tpu import tpu
   from tensorflow.python.tpu.ops import tpu_ops
   _absl_flags_parsed()
-  table9.parse_gin(list(gin_files), list(bindings))
+  parse_gin(list(gin_files), list(bindings))
   run_args = _run_bindings()
   mesh_shape = mtf.convert_to_shape(run_args["mesh_shape"])
   layout_rules = mtf.convert_to_layout_rules(run_args["layout_rules"])
@@ -482,7 +483,7 @@ def layout_bytes_per_core(model_file: str, bindings: Sequence[str], mesh_shape: 
   from mesh_tensorflow import optimize
 
   import gin
-  table9.parse_gin([model_file], bindings)
+  parse_gin([model_file], bindings)
   lengths = gin.query_parameter("utils.run.sequence_length")
   # Only the optimizer: copying the whole of utils.run's bindings would evaluate its mesh
   # shape, which without a mesh file is @tpu_mesh_shape() and needs a TPU topology.
@@ -826,7 +827,7 @@ def main(argv=None) -> int:
     if args.layout_only:
       for depth in depths or [None]:
         these = bindings + ([f"num_layers = {depth}"] if depth else [])
-        table9.parse_gin([model_file, mesh_file], these)
+        parse_gin([model_file, mesh_file], these)
         run_args = _run_bindings()
         mesh_shape, layout = run_args["mesh_shape"], run_args["layout_rules"]
         sizes = layout_bytes_per_core(model_file, these, mesh_shape, layout)

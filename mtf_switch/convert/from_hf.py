@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from typing import Callable, Dict, Optional
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from mtf_switch.convert import gin as gin_lib
 from mtf_switch.convert import names as names_lib
-from mtf_switch.convert.hf_files import SPIECE, HFTensors
+from mtf_switch.convert.hf_files import SPIECE, HFTensors, check_output_dir, staged_output_dir
 from mtf_switch.convert.spec import ConversionError, ModelSpec, from_hf_config, read_hf_config
 from mtf_switch.convert.tf_checkpoint import StreamingCheckpointWriter
 
@@ -81,8 +80,7 @@ def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_I
   if dtype not in DTYPES:
     raise ConversionError(f"dtype={dtype!r}; expected one of {DTYPES}")
   progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
-  if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
-    raise ConversionError(f"--output_dir {output_dir} exists and is not empty")
+  check_output_dir(output_dir)
   config = read_hf_config(hf_dir)
   spec = from_hf_config(config, where=os.path.join(hf_dir, "config.json"))
   source = HFTensors(hf_dir)
@@ -93,10 +91,7 @@ def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_I
     source.alias("lm_head.weight", "shared.weight")
   check_tensors(spec, source)
 
-  parent = os.path.dirname(os.path.abspath(output_dir))
-  os.makedirs(parent, exist_ok=True)
-  work = tempfile.mkdtemp(prefix=".import-", dir=parent)
-  try:
+  with staged_output_dir(output_dir, prefix=".import-") as work:
     _write(spec, source, work, slice_bytes, progress, dtype)
     with open(os.path.join(work, GIN_FILE), "w") as f:
       f.write(gin_lib.model_gin(spec, os.path.abspath(hf_dir), inputs_length, targets_length,
@@ -107,12 +102,6 @@ def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_I
       shutil.copyfile(os.path.join(hf_dir, SPIECE), os.path.join(work, SPIECE))
       with open(os.path.join(work, GIN_FILE), "a") as f:
         f.write(finetune_vocabulary_gin(os.path.join(os.path.abspath(output_dir), SPIECE)))
-    if os.path.isdir(output_dir):
-      os.rmdir(output_dir)
-    os.rename(work, output_dir)
-  except BaseException:
-    shutil.rmtree(work, ignore_errors=True)
-    raise
   return spec
 
 

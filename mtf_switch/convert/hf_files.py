@@ -3,12 +3,16 @@
 Reads safetensors (``model.safetensors`` or shards listed in ``model.safetensors.index.json``)
 through ``safe_open`` and PyTorch pickles (``pytorch_model.bin`` or its index) through
 ``torch.load(mmap=True)``: in both cases only the tensor asked for is brought into memory,
-as float32.
+as float32. Both converters build their output directory aside and move it into place at the
+end (``staged_output_dir``).
 """
 
+import contextlib
 import json
 import os
-from typing import Dict, Iterable, Tuple
+import shutil
+import tempfile
+from typing import Dict, Iterable, Iterator, Tuple
 
 import numpy as np
 
@@ -123,3 +127,31 @@ def save_safetensors_shards(tensors: Iterable[Tuple[str, np.ndarray]], out_dir: 
       weight_map[name] = final
   with open(os.path.join(out_dir, SAFETENSORS_INDEX), "w") as f:
     json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+
+
+def check_output_dir(output_dir: str) -> None:
+  """Raises ConversionError unless output_dir is absent or an empty directory."""
+  if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
+    raise ConversionError(f"--output_dir {output_dir} exists and is not empty")
+
+
+@contextlib.contextmanager
+def staged_output_dir(output_dir: str, prefix: str) -> Iterator[str]:
+  """Yields a fresh temporary directory beside output_dir to write the whole output into.
+
+  When the block ends normally the directory is renamed to output_dir (an empty directory
+  already there is replaced); when it raises, the directory is deleted and output_dir is left
+  as it was. The sibling is on the same file system, so the rename is atomic: a reader never
+  sees a half-written output_dir.
+  """
+  parent = os.path.dirname(os.path.abspath(output_dir))
+  os.makedirs(parent, exist_ok=True)
+  work = tempfile.mkdtemp(prefix=prefix, dir=parent)
+  try:
+    yield work
+    if os.path.isdir(output_dir):
+      os.rmdir(output_dir)
+    os.rename(work, output_dir)
+  except BaseException:
+    shutil.rmtree(work, ignore_errors=True)
+    raise

@@ -7,16 +7,12 @@ Switch layer, its routing decision (chosen expert, kept or dropped, gate).
 """
 
 import dataclasses
-import logging
-import os
 from typing import Dict, List, Sequence
 
 import numpy as np
 
 from mtf_switch import compat  # noqa: F401  (before mesh_tensorflow)
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROJECT_GIN_DIR = os.path.join(REPO, "gin")
+from mtf_switch.gin_files import parse_gin
 
 
 @dataclasses.dataclass
@@ -24,26 +20,6 @@ class MtfRun:
   logits: np.ndarray                       # [batch, targets_length, padded vocab]
   routing: Dict[str, Dict[str, np.ndarray]]  # layer scope -> expert/kept/gate [groups, tokens]
   variable_names: List[str]
-
-
-def parse_gin(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:
-  import pkg_resources
-  import t5.models
-
-  import gin
-  import mtf_switch  # noqa: F401  (registers the configurables)
-  gin.clear_config()
-  gin.add_config_file_search_path(PROJECT_GIN_DIR)
-  gin.add_config_file_search_path(os.path.join(os.path.dirname(t5.models.__file__), "gin"))
-  root = logging.getLogger()
-  level = root.level
-  root.setLevel(logging.CRITICAL)
-  try:
-    gin.parse_config_file(pkg_resources.resource_filename("mesh_tensorflow.transformer",
-                                                          "gin/defaults.gin"))
-    gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
-  finally:
-    root.setLevel(level)
 
 
 def run_logits(gin_files: Sequence[str], checkpoint: str, inputs: np.ndarray,

@@ -19,13 +19,17 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from typing import Optional, Sequence
 
 import numpy as np
 
 from mtf_switch.convert import names as names_lib
-from mtf_switch.convert.hf_files import SPIECE, save_safetensors_shards
+from mtf_switch.convert.hf_files import (
+    SPIECE,
+    check_output_dir,
+    save_safetensors_shards,
+    staged_output_dir,
+)
 from mtf_switch.convert.spec import (
   SWITCH_MODEL_TYPE,
   T5_MODEL_TYPE,
@@ -70,8 +74,8 @@ def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_siz
 
   import gin
   from mtf_switch import layers, routing
-  from mtf_switch.convert import mtf_run
-  mtf_run.parse_gin(gin_files, gin_params)
+  from mtf_switch.gin_files import parse_gin
+  parse_gin(gin_files, gin_params)
   with tf.Graph().as_default(), gin.config_scope(""):
     model = transformer.make_bitransformer(input_vocab_size=vocab_size,
                                            output_vocab_size=vocab_size, layout="", mesh_shape="")
@@ -170,8 +174,7 @@ def convert(checkpoint: str, gin_files: Sequence[str], gin_params: Sequence[str]
             output_dir: str, spiece_model: Optional[str] = None,
             expert_capacity: Optional[int] = None) -> ModelSpec:
   import tensorflow.compat.v1 as tf
-  if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
-    raise ConversionError(f"--output_dir {output_dir} exists and is not empty")
+  check_output_dir(output_dir)
   checkpoint = resolve_checkpoint(checkpoint)
   shapes = dict(tf.train.list_variables(checkpoint))
   if "shared/embedding" not in shapes:
@@ -216,19 +219,10 @@ def convert(checkpoint: str, gin_files: Sequence[str], gin_params: Sequence[str]
         yield "encoder.embed_tokens.weight", value
         yield "decoder.embed_tokens.weight", value
 
-  parent = os.path.dirname(os.path.abspath(output_dir))
-  os.makedirs(parent, exist_ok=True)
-  work = tempfile.mkdtemp(prefix=".export-", dir=parent)
-  try:
+  with staged_output_dir(output_dir, prefix=".export-") as work:
     save_safetensors_shards(tensors(), work)
     with open(os.path.join(work, "config.json"), "w") as f:
       json.dump(to_hf_config(spec), f, indent=2, sort_keys=True)
     if spiece_model:
       shutil.copyfile(spiece_model, os.path.join(work, SPIECE))
-    if os.path.isdir(output_dir):
-      os.rmdir(output_dir)
-    os.rename(work, output_dir)
-  except BaseException:
-    shutil.rmtree(work, ignore_errors=True)
-    raise
   return spec
