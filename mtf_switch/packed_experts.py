@@ -84,16 +84,20 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
   rows = tf.where(tf.reshape(filled, [-1]))  # [n, 1] int64, ordered by expert
   rows_per_expert = tf.reduce_sum(counts, axis=1)
 
-  def per_expert(packed):
-    """[n, k] packed rows -> one [rows of expert i, k] piece per expert."""
-    return tf.split(packed, rows_per_expert, num=num_experts)
-
-  def scatter_to_slots(pieces, width):
-    return tf.reshape(tf.scatter_nd(rows, tf.concat(pieces, axis=0), [num_rows, width]),
-                      [num_experts, num_groups, capacity, width])
-
+  # The index tensors are arguments (with no gradient): tf.custom_gradient looks for variables
+  # behind every differentiable op between its arguments and its results, and would walk
+  # from the row counts into the router.
   @tf.custom_gradient
-  def ffn(slots, *kernels):
+  def ffn(slots, rows, rows_per_expert, *kernels):
+
+    def per_expert(packed):
+      """[n, k] packed rows -> one [rows of expert i, k] piece per expert."""
+      return tf.split(packed, rows_per_expert, num=num_experts)
+
+    def scatter_to_slots(pieces, width):
+      return tf.reshape(tf.scatter_nd(rows, tf.concat(pieces, axis=0), [num_rows, width]),
+                        [num_experts, num_groups, capacity, width])
+
     inputs = per_expert(tf.gather_nd(tf.reshape(slots, [-1, d_model]), rows))
     # Unstacked once: indexing kernel[e] per expert would make each slice's gradient a full
     # [e, d, h] tensor of zeros; unstack (axis 0) shares the kernel's buffer.
@@ -132,11 +136,11 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
               for k in range(factors)]
       d_wo = tf.stack([tf.matmul(hidden, d_out, transpose_a=True)
                        for hidden, d_out in zip(hiddens, d_outputs, strict=True)])
-      return [scatter_to_slots(d_inputs, d_model)] + d_wi + [d_wo]
+      return [scatter_to_slots(d_inputs, d_model), None, None] + d_wi + [d_wo]
 
     return scatter_to_slots(outputs, d_model), gradient
 
-  return ffn(slots, *kernels)
+  return ffn(slots, rows, rows_per_expert, *kernels)
 
 
 def packed_expert_ffn(expert_inputs: mtf.Tensor, filled_slots: mtf.Tensor,
