@@ -168,6 +168,21 @@ class Memory:
   allocator_note: object = None
 
 
+def cpu_allocator() -> str:
+  """Which CPU allocator TensorFlow uses here, and whether it caches freed memory.
+
+  TensorFlow's default CPU allocator hands every large request to malloc, so a fresh
+  multi-megabyte tensor (such as an expert layer's weight gradients, 1 GiB per step at 128
+  experts) is new pages from the kernel each step; oneDNN's allocator and the BFC allocator
+  (TF_CPU_ALLOCATOR_USE_BFC=true) keep and reuse freed memory.
+  """
+  if os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("1", "true"):
+    return "BFC (TF_CPU_ALLOCATOR_USE_BFC; caching)"
+  if onednn_enabled() == "on":
+    return "oneDNN's (caching)"
+  return "default (no caching)"
+
+
 def onednn_enabled() -> str:
   """"on", "off" or "unknown": whether TensorFlow runs its oneDNN CPU kernels (and allocator)."""
   try:
@@ -583,6 +598,10 @@ def main(argv=None):
   parser.add_argument("--d_ff", type=int, default=Sizes.d_ff)
   parser.add_argument("--configs", default=None,
                       help="explicit experts:capacity:group list, e.g. 32:1.25:1024,8:1.0:512")
+  parser.add_argument("--bfc_cpu_allocator", action="store_true",
+                      help="run with TensorFlow's caching BFC CPU allocator "
+                           "(TF_CPU_ALLOCATOR_USE_BFC=true): what the default allocator "
+                           "costs in fresh memory per step, with oneDNN off")
   parser.add_argument("--profile", metavar="VARIANT", default=None,
                       help="instead of timing, trace VARIANT at each configuration and print "
                            "where its time goes (by layer part, op type and op scope)")
@@ -592,6 +611,9 @@ def main(argv=None):
   parser.add_argument("--top", type=int, default=25, help="rows per profile table")
   args = parser.parse_args(argv)
 
+  if args.bfc_cpu_allocator:
+    # Read when the first session creates the CPU device, which has not happened yet.
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
   sizes = Sizes(args.tokens, args.length, args.d_model, args.d_ff)
   variants = [v for v in args.variants.split(",") if v]
   for v in variants:
@@ -612,7 +634,7 @@ def main(argv=None):
       parser.error(f"--profile_steps must be >= 1, got {args.profile_steps}")
     print(f"# profile of {args.profile}: machine {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {_load_average()}, TF {tf.__version__} "
-          f"(oneDNN {onednn_enabled()}), "
+          f"(oneDNN {onednn_enabled()}, CPU allocator {cpu_allocator()}), "
           f"threads {args.threads}; sizes {dataclasses.asdict(sizes)}", flush=True)
     for config in configs:
       profile(config, sizes, args.profile, args.profile_steps, args.threads, args.top,
@@ -620,8 +642,8 @@ def main(argv=None):
     return 0
 
   print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"load average {_load_average()}, TF {tf.__version__} (oneDNN {onednn_enabled()}), "
-        f"threads {args.threads}; sizes {dataclasses.asdict(sizes)}; {rounds} rounds", flush=True)
+        f"load average {_load_average()}, TF {tf.__version__} (oneDNN {onednn_enabled()}, "
+        f"CPU allocator {cpu_allocator()}), threads {args.threads}; sizes {dataclasses.asdict(sizes)}; {rounds} rounds", flush=True)
   header = ("| experts | capacity factor | group size | variant | median s | min..max s | "
             "x dense (paired median) | step working memory MB (traced) | "
             "(allocator) |")
