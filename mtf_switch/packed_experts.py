@@ -7,6 +7,10 @@ expert multiply its own run of rows, and scatters the results back (empty slots 
 they are in ``expert_ffn``: no biases, and every activation maps 0 to 0). At capacity factor
 1.25 this skips the 20% of expert FLOPs that the static shapes spend on empty slots.
 
+Its gradient is written out (``_packed_slot_ffn``) for speed: TensorFlow's own would multiply
+each expert's output gradient by its transposed weights in a form the CPU kernels run at a fifth
+of the forward's speed when an expert has few rows (``tools/bench_dispatch.py --profile``).
+
 It creates the same variables as ``expert_ffn`` (wi or wi_0/wi_1, wo), so checkpoints move
 freely between the two. The row count is dynamic, so it needs a placement mesh (CPU/GPU, not
 TPU), and each device must hold whole d_model and expert_hidden rows (experts and groups may
@@ -43,6 +47,17 @@ def _wi_names(activation: str):
   return ["wi"] if count == 1 else [f"wi_{i}" for i in range(count)]
 
 
+def _transposed_product(a, b):
+  """a . b^T for a small a [m, k] and a large b [n, k], computed as (b . a^T)^T.
+
+  The same numbers as tf.matmul(a, b, transpose_b=True), in the form TensorFlow's CPU
+  kernels multiply fastest when m is small: Eigen (oneDNN off) packs a transposed right
+  operand row by row, and here that operand is an expert's whole weight matrix, against a
+  few dozen rows of a (bench_dispatch.py --profile: 9 GFLOP/s against 45 at 128 experts).
+  """
+  return tf.transpose(tf.matmul(b, a, transpose_b=True))
+
+
 def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
   """tf slice function: the FFN of each expert on its filled slots only.
 
@@ -55,31 +70,77 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
 
   Returns:
     [e, g, c, d], zero in empty slots.
+
+  The gradient is written out (``tf.custom_gradient``) rather than left to TensorFlow, for
+  speed only (the values are the same): the input gradient multiplies in the form
+  ``_transposed_product`` makes fast, the packed rows are gathered and split once, and the
+  elementwise part (activations, gating, dropout: the forward's own mask) is differentiated by
+  one ``tf.gradients`` call over every expert.
   """
   num_experts, num_groups, capacity, d_model = (slots.shape[i] for i in range(4))
+  num_rows = num_experts * num_groups * capacity
   counts = tf.cast(counts, tf.int32)
   filled = tf.sequence_mask(counts, capacity)  # [e, g, c]
   rows = tf.where(tf.reshape(filled, [-1]))  # [n, 1] int64, ordered by expert
-  packed = tf.gather_nd(tf.reshape(slots, [-1, d_model]), rows)
   rows_per_expert = tf.reduce_sum(counts, axis=1)
-  pieces = tf.split(packed, rows_per_expert, num=num_experts)
-  # Unstacked once: indexing kernel[e] per expert would make each slice's gradient a full
-  # [e, d, h] tensor of zeros (experts x the weights in memory); unstack's gradient is one stack.
-  per_expert = [tf.unstack(kernel, num=num_experts) for kernel in kernels]
-  *wi_kernels, wo_kernels = per_expert
-  outputs = []
-  for expert, piece in enumerate(pieces):
-    hidden = None
-    for name, kernel in zip(activations, wi_kernels, strict=True):
-      factor = _TF_ACTIVATIONS[name](tf.matmul(piece, kernel[expert]))
-      hidden = factor if hidden is None else hidden * factor
-    if train and dropout_rate > 0.0:
-      hidden = tf.nn.dropout(hidden, rate=dropout_rate)
-    outputs.append(tf.matmul(hidden, wo_kernels[expert]))
-  packed_out = tf.concat(outputs, axis=0)
-  num_rows = num_experts * num_groups * capacity
-  unpacked = tf.scatter_nd(rows, packed_out, [num_rows, d_model])
-  return tf.reshape(unpacked, [num_experts, num_groups, capacity, d_model])
+
+  # The index tensors are arguments (with no gradient): tf.custom_gradient looks for variables
+  # behind every differentiable op between its arguments and its results, and would walk
+  # from the row counts into the router.
+  @tf.custom_gradient
+  def ffn(slots, rows, rows_per_expert, *kernels):
+
+    def per_expert(packed):
+      """[n, k] packed rows -> one [rows of expert i, k] piece per expert."""
+      return tf.split(packed, rows_per_expert, num=num_experts)
+
+    def scatter_to_slots(pieces, width):
+      return tf.reshape(tf.scatter_nd(rows, tf.concat(pieces, axis=0), [num_rows, width]),
+                        [num_experts, num_groups, capacity, width])
+
+    inputs = per_expert(tf.gather_nd(tf.reshape(slots, [-1, d_model]), rows))
+    # Unstacked once: indexing kernel[e] per expert would make each slice's gradient a full
+    # [e, d, h] tensor of zeros; unstack (axis 0) shares the kernel's buffer.
+    *wi_kernels, wo_kernels = [tf.unstack(kernel, num=num_experts) for kernel in kernels]
+    pre_activations, hiddens, outputs = [], [], []
+    for expert, piece in enumerate(inputs):
+      pres = [tf.matmul(piece, kernel[expert]) for kernel in wi_kernels]
+      hidden = None
+      for name, pre in zip(activations, pres, strict=True):
+        factor = _TF_ACTIVATIONS[name](pre)
+        hidden = factor if hidden is None else hidden * factor
+      if train and dropout_rate > 0.0:
+        hidden = tf.nn.dropout(hidden, rate=dropout_rate)
+      pre_activations.append(pres)
+      hiddens.append(hidden)
+      outputs.append(tf.matmul(hidden, wo_kernels[expert]))
+
+    def gradient(d_slots):
+      d_outputs = per_expert(tf.gather_nd(tf.reshape(d_slots, [-1, d_model]), rows))
+      d_hiddens = [_transposed_product(d_out, wo)
+                   for d_out, wo in zip(d_outputs, wo_kernels, strict=True)]
+      flat_pres = [pre for pres in pre_activations for pre in pres]
+      d_flat_pres = tf.gradients(hiddens, flat_pres, grad_ys=d_hiddens,
+                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      factors = len(wi_kernels)
+      d_pres = [d_flat_pres[i * factors:(i + 1) * factors] for i in range(num_experts)]
+      d_inputs = []
+      for expert in range(num_experts):
+        d_input = None
+        for kernel, d_pre in zip(wi_kernels, d_pres[expert], strict=True):
+          term = _transposed_product(d_pre, kernel[expert])
+          d_input = term if d_input is None else d_input + term
+        d_inputs.append(d_input)
+      d_wi = [tf.stack([tf.matmul(piece, d_pre[k], transpose_a=True)
+                        for piece, d_pre in zip(inputs, d_pres, strict=True)])
+              for k in range(factors)]
+      d_wo = tf.stack([tf.matmul(hidden, d_out, transpose_a=True)
+                       for hidden, d_out in zip(hiddens, d_outputs, strict=True)])
+      return [scatter_to_slots(d_inputs, d_model), None, None] + d_wi + [d_wo]
+
+    return scatter_to_slots(outputs, d_model), gradient
+
+  return ffn(slots, rows, rows_per_expert, *kernels)
 
 
 def packed_expert_ffn(expert_inputs: mtf.Tensor, filled_slots: mtf.Tensor,

@@ -29,8 +29,9 @@ are resident before the step and excluded from both):
 Profile (``--profile VARIANT``): instead of timing, trace a few steps of one variant at each
 configuration and sum the traced op times per layer part (the mtf_switch function that built
 each op, forward and backward apart), per op type and per op name scope, with the GFLOP/s of
-the matmuls (FLOPs from the run-time shapes). Op times are summed over the inter-op threads,
-so they can exceed the wall time and two ops that overlap both look slower: read shares.
+the matmuls (FLOPs from the run-time shapes). It runs one op at a time by default
+(--profile_inter_op_threads 1), so the op times add up to the step's; with more inter-op
+threads they overlap, can exceed the wall time, and ops that overlap both look slower.
 
 Prints a markdown table and one JSON line per configuration, then a JSON summary line.
 
@@ -167,6 +168,21 @@ class Memory:
   allocator_note: object = None
 
 
+def cpu_allocator() -> str:
+  """Which CPU allocator TensorFlow uses here, and whether it caches freed memory.
+
+  TensorFlow's default CPU allocator hands every large request to malloc, so a fresh
+  multi-megabyte tensor (such as an expert layer's weight gradients, 1 GiB per step at 128
+  experts) is new pages from the kernel each step; oneDNN's allocator and the BFC allocator
+  (TF_CPU_ALLOCATOR_USE_BFC=true) keep and reuse freed memory.
+  """
+  if os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("1", "true"):
+    return "BFC (TF_CPU_ALLOCATOR_USE_BFC; caching)"
+  if onednn_enabled() == "on":
+    return "oneDNN's (caching)"
+  return "default (no caching)"
+
+
 def onednn_enabled() -> str:
   """"on", "off" or "unknown": whether TensorFlow runs its oneDNN CPU kernels (and allocator)."""
   try:
@@ -179,7 +195,7 @@ def onednn_enabled() -> str:
 class Step:
   """One variant's forward + backward graph, in its own session."""
 
-  def __init__(self, variant, config, sizes, threads):
+  def __init__(self, variant, config, sizes, threads, inter_op_threads=None):
     self.variant = variant
     self.graph = tf.Graph()
     with self.graph.as_default():
@@ -199,8 +215,9 @@ class Step:
       # A scalar that needs every gradient: a tf.group of them let Grappler prune the work.
       self.fetch = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in exported]
                             + [lowering.export_to_tf_tensor(loss)])
-      config_proto = tf.ConfigProto(intra_op_parallelism_threads=threads,
-                                    inter_op_parallelism_threads=threads)
+      config_proto = tf.ConfigProto(
+          intra_op_parallelism_threads=threads,
+          inter_op_parallelism_threads=threads if inter_op_threads is None else inter_op_threads)
       self.session = tf.Session(graph=self.graph, config=config_proto)
       self.session.run(tf.global_variables_initializer())
       self.session.run(lowering.copy_masters_to_slices())
@@ -453,12 +470,37 @@ def product_flops(op, shapes) -> int:
   return 2 * batch * m * k * n
 
 
+def matmul_signature(op) -> str:
+  """A product's kind from its static shapes, "?" for a size known only at run time:
+  "MatMul [?,512] x [512,2048]^T" (^T: that operand is transposed)."""
+  def operand(tensor, transposed):
+    shape = tensor.shape
+    dims = "?" if shape.rank is None else ",".join(
+        "?" if d is None else str(d) for d in shape.as_list())
+    return f"[{dims}]" + ("^T" if transposed else "")
+
+  flags = []
+  for names in (("transpose_a", "adj_x"), ("transpose_b", "adj_y")):
+    value = False
+    for name in names:
+      try:
+        value = bool(op.get_attr(name))
+        break
+      except ValueError:
+        continue
+    flags.append(value)
+  if op.type == "Einsum":
+    return f"Einsum {op.get_attr('equation').decode()}"
+  return (f"{op.type} {operand(op.inputs[0], flags[0])} x "
+          f"{operand(op.inputs[1], flags[1])}")
+
+
 def summarize_profile(traces, labels, graph=None):
-  """Per op type, per layer part and per op scope: [(key, ms per step, share, nodes per step,
+  """Per op type, per layer part, per op scope and per matmul kind: [(key, ms per step, share, nodes per step,
   GFLOP per step)], largest first, and the total op ms per step. ``traces``: traced_ops
   results; ``graph``: the tf.Graph, to count the matmuls' FLOPs (none counted without it)."""
   tables = {"type": collections.Counter(), "part": collections.Counter(),
-            "scope": collections.Counter()}
+            "scope": collections.Counter(), "matmul": collections.Counter()}
   counts = {name: collections.Counter() for name in tables}
   flops = {name: collections.Counter() for name in tables}
   for ops, shapes in traces:
@@ -467,13 +509,16 @@ def summarize_profile(traces, labels, graph=None):
       direction = " [backward]" if backward else ""
       part = (labels[op_name] if op_name else OUTSIDE_LAYER) + direction
       scope = (scope_of(op_name) if op_name else OUTSIDE_LAYER) + direction
-      node_flops = 0
+      node_flops, keys = 0, [("type", op_type), ("part", part), ("scope", scope)]
       if graph is not None and base_type(op_type) in MATMUL_TYPES:
         try:
-          node_flops = product_flops(graph.get_operation_by_name(node_name), shapes)
+          op = graph.get_operation_by_name(node_name)
         except KeyError:  # a node Grappler made; not in the Python graph
-          node_flops = 0
-      for table, key in (("type", op_type), ("part", part), ("scope", scope)):
+          op = None
+        if op is not None:
+          node_flops = product_flops(op, shapes)
+          keys.append(("matmul", f"{matmul_signature(op)}{direction}"))
+      for table, key in keys:
         tables[table][key] += micros
         counts[table][key] += 1
         flops[table][key] += node_flops
@@ -488,10 +533,15 @@ def summarize_profile(traces, labels, graph=None):
   return result, total_ms
 
 
-def profile(config, sizes, variant, steps, threads, top):
-  """Traces ``steps`` forward+backward steps of one variant; prints where the time goes."""
+def profile(config, sizes, variant, steps, threads, top, inter_op_threads=1):
+  """Traces ``steps`` forward+backward steps of one variant; prints where the time goes.
+
+  One inter-op thread by default: ops then run one at a time, each with all ``threads``
+  intra-op threads, so their times add up to the step's and no op looks slow because another
+  ran beside it.
+  """
   with OpBuilders() as builders:
-    step = Step(variant, config, sizes, threads)
+    step = Step(variant, config, sizes, threads, inter_op_threads)
   try:
     step.run()  # warm-up
     untraced = sorted(step.run() for _ in range(steps))[steps // 2]
@@ -512,12 +562,13 @@ def profile(config, sizes, variant, steps, threads, top):
   print(f"\n## {variant}: {config.experts} experts, capacity factor {config.capacity_factor}, "
         f"group {config.group_size}\n")
   print(f"untraced step {untraced:.3f} s, traced step {wall:.3f} s (medians of {steps}); "
-        f"op time {total_ms / 1e3:.3f} s per step (summed over threads, so it can exceed "
-        f"the wall time); matmuls {matmul_gflop:.1f} GFLOP in {matmul_ms:.0f} ms of op time: "
+        f"op time {total_ms / 1e3:.3f} s per step ({inter_op_threads} inter-op thread(s): "
+        f"with more, op times overlap and can exceed the wall time); matmuls {matmul_gflop:.1f} GFLOP in {matmul_ms:.0f} ms of op time: "
         f"{matmul_gflop / max(matmul_ms, 1e-9) * 1e3:.1f} GFLOP/s\n")
   titles = {"part": "layer part (the function that built the op)", "type": "op type",
-            "scope": "op name scope (mtf op, uniquifiers stripped)"}
-  for name in ("part", "type", "scope"):
+            "scope": "op name scope (mtf op, uniquifiers stripped)",
+            "matmul": "matmul kind (static shapes)"}
+  for name in ("part", "type", "scope", "matmul"):
     print(f"| {titles[name]} | ms/step | share | nodes/step | matmul GFLOP/s |")
     print("| --- | --- | --- | --- | --- |")
     for key, ms, share, nodes, gflop in tables[name][:top]:
@@ -547,13 +598,22 @@ def main(argv=None):
   parser.add_argument("--d_ff", type=int, default=Sizes.d_ff)
   parser.add_argument("--configs", default=None,
                       help="explicit experts:capacity:group list, e.g. 32:1.25:1024,8:1.0:512")
+  parser.add_argument("--bfc_cpu_allocator", action="store_true",
+                      help="run with TensorFlow's caching BFC CPU allocator "
+                           "(TF_CPU_ALLOCATOR_USE_BFC=true): what the default allocator "
+                           "costs in fresh memory per step, with oneDNN off")
   parser.add_argument("--profile", metavar="VARIANT", default=None,
                       help="instead of timing, trace VARIANT at each configuration and print "
                            "where its time goes (by layer part, op type and op scope)")
   parser.add_argument("--profile_steps", type=int, default=3, help="traced steps (--profile)")
+  parser.add_argument("--profile_inter_op_threads", type=int, default=1,
+                      help="inter-op threads while profiling (1: op times add up to the step)")
   parser.add_argument("--top", type=int, default=25, help="rows per profile table")
   args = parser.parse_args(argv)
 
+  if args.bfc_cpu_allocator:
+    # Read when the first session creates the CPU device, which has not happened yet.
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
   sizes = Sizes(args.tokens, args.length, args.d_model, args.d_ff)
   variants = [v for v in args.variants.split(",") if v]
   for v in variants:
@@ -574,15 +634,16 @@ def main(argv=None):
       parser.error(f"--profile_steps must be >= 1, got {args.profile_steps}")
     print(f"# profile of {args.profile}: machine {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {_load_average()}, TF {tf.__version__} "
-          f"(oneDNN {onednn_enabled()}), "
+          f"(oneDNN {onednn_enabled()}, CPU allocator {cpu_allocator()}), "
           f"threads {args.threads}; sizes {dataclasses.asdict(sizes)}", flush=True)
     for config in configs:
-      profile(config, sizes, args.profile, args.profile_steps, args.threads, args.top)
+      profile(config, sizes, args.profile, args.profile_steps, args.threads, args.top,
+              args.profile_inter_op_threads)
     return 0
 
   print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"load average {_load_average()}, TF {tf.__version__} (oneDNN {onednn_enabled()}), "
-        f"threads {args.threads}; sizes {dataclasses.asdict(sizes)}; {rounds} rounds", flush=True)
+        f"load average {_load_average()}, TF {tf.__version__} (oneDNN {onednn_enabled()}, "
+        f"CPU allocator {cpu_allocator()}), threads {args.threads}; sizes {dataclasses.asdict(sizes)}; {rounds} rounds", flush=True)
   header = ("| experts | capacity factor | group size | variant | median s | min..max s | "
             "x dense (paired median) | step working memory MB (traced) | "
             "(allocator) |")

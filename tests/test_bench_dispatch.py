@@ -1,0 +1,131 @@
+"""tools/bench_dispatch.py's profile and memory helpers, on numbers checkable by hand."""
+
+import importlib.util
+import pathlib
+
+import mesh_tensorflow as mtf
+import pytest
+import tensorflow.compat.v1 as tf
+
+from mtf_switch import layers
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "tools" / "bench_dispatch.py"
+_SPEC = importlib.util.spec_from_file_location("bench_dispatch_under_test", _PATH)
+bench = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(bench)
+
+
+def _metadata(nodes):
+  """RunMetadata from [(node name, op type, start us, end us, [(micros, bytes) records],
+  [(slot, shape)])]."""
+  metadata = tf.RunMetadata()
+  device = metadata.step_stats.dev_stats.add(device="/cpu:0")
+  for name, op_type, start, end, records, outputs in nodes:
+    node = device.node_stats.add(node_name=name, op_start_rel_micros=start,
+                                 op_end_rel_micros=end,
+                                 timeline_label=f"{name} = {op_type}(a, b)")
+    if records:
+      memory = node.memory.add(allocator_name="cpu")
+      for micros, size in records:
+        memory.allocation_records.add(alloc_micros=micros, alloc_bytes=size)
+    for slot, shape in outputs:
+      output = node.output.add(slot=slot)
+      for size in shape:
+        output.tensor_description.shape.dim.add(size=size)
+  return metadata
+
+
+def test_traced_peak_replays_allocations_in_time_order():
+  # a: 100 bytes live from t=1 to t=5; b: 50 from t=3 to t=4; c: 30 from t=4 (as b frees).
+  metadata = _metadata([
+      ("a", "X", 0, 1, [(1, 100), (5, -100)], []),
+      ("b", "X", 0, 1, [(3, 50), (4, -50)], []),
+      ("c", "X", 0, 1, [(4, 30), (6, -30)], []),
+  ])
+  # Peak 150 at t=3..4; at t=4 b's free is replayed before c's allocation (130, not 180).
+  assert bench.traced_peak_bytes(metadata) == 150
+  assert bench.traced_peak_bytes(_metadata([("a", "X", 0, 1, [], [])])) is None
+
+
+def test_traced_peak_of_a_real_step_sees_its_tensors():
+  with tf.Graph().as_default(), tf.Session() as session:
+    x = tf.random.normal([1024, 256])  # 1 MiB
+    total = tf.reduce_sum(tf.matmul(x, x, transpose_a=True))  # + a 256 KiB product
+    metadata = tf.RunMetadata()
+    session.run(total, options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
+                run_metadata=metadata)
+  peak = bench.traced_peak_bytes(metadata)
+  assert 2**20 + 2**18 <= peak < 2**20 + 2**18 + 2**16, peak
+
+
+def test_forward_op_of_finds_the_mtf_op_and_the_direction():
+  names = {"router/einsum", "gather_dispatch", "einsum"}
+  assert bench.forward_op_of("router/einsum/Einsum", names) == ("router/einsum", False)
+  assert bench.forward_op_of("router/einsum/gradients/einsum_1/Einsum", names) == (
+      "router/einsum", True)
+  assert bench.forward_op_of("gather_dispatch/parallel_0/GatherV2", names) == (
+      "gather_dispatch", False)
+  assert bench.forward_op_of("random_normal", names) == (None, False)
+  assert bench.scope_of("router/einsum_3/x_12") == "router/einsum/x"
+
+
+def test_product_flops_use_run_time_shapes_and_transposes():
+  with tf.Graph().as_default():
+    a = tf.placeholder(tf.float32, [None, 4])
+    plain = tf.matmul(a, tf.zeros([4, 5])).op
+    # 2 x m x k x n with m = 3 known only at run time.
+    assert bench.product_flops(plain, {a.name: (3, 4)}) == 2 * 3 * 4 * 5
+    assert bench.product_flops(plain, {}) == 0  # unknown, not guessed
+    transposed = tf.matmul(tf.zeros([6, 4]), tf.zeros([5, 4]), transpose_b=True).op
+    assert bench.product_flops(transposed, {}) == 2 * 6 * 4 * 5
+    einsum = tf.einsum("btd,df->btf", tf.zeros([2, 3, 4]), tf.zeros([4, 8])).op
+    assert bench.product_flops(einsum, {}) == 2 * 2 * 3 * 4 * 8
+    assert bench.matmul_signature(transposed) == "MatMul [6,4] x [5,4]^T"
+    assert bench.matmul_signature(plain) == "MatMul [?,4] x [4,5]"
+
+
+def test_summary_sums_per_step_by_part_type_and_scope():
+  labels = {"router/einsum": "routing: router", "ffn": "packed_experts: ffn"}
+  step = _metadata([
+      ("router/einsum/Einsum", "Einsum", 0, 300, [], []),
+      ("ffn/MatMul", "MatMul", 10, 610, [], []),
+      ("ffn/gradients/x/MatMul", "MatMul", 0, 900, [], []),
+      ("random_normal", "RandomStandardNormal", 0, 200, [], []),
+  ])
+  traces = [bench.traced_ops(step)] * 2  # two identical steps: the tables are per step
+  tables, total_ms = bench.summarize_profile(traces, labels)
+  assert total_ms == pytest.approx(2.0)  # 300 + 600 + 900 + 200 us
+  parts = {key: (ms, share, nodes) for key, ms, share, nodes, _ in tables["part"]}
+  assert parts["packed_experts: ffn [backward]"] == pytest.approx((0.9, 0.45, 1))
+  assert parts["packed_experts: ffn"] == pytest.approx((0.6, 0.3, 1))
+  assert parts[bench.OUTSIDE_LAYER] == pytest.approx((0.2, 0.1, 1))
+  types = {key: ms for key, ms, *_ in tables["type"]}
+  assert types == pytest.approx({"MatMul": 1.5, "Einsum": 0.3, "RandomStandardNormal": 0.2})
+  assert tables["type"][0][0] == "MatMul"  # largest first
+
+
+def test_op_builders_label_the_layer_stages():
+  with tf.Graph().as_default(), bench.OpBuilders() as builders:
+    mesh = mtf.Mesh(mtf.Graph(), "mesh")
+    dims = [mtf.Dimension("batch", 2), mtf.Dimension("length", 8), mtf.Dimension("d_model", 4)]
+    layer = layers.SwitchFFN(num_experts=2, hidden_size=8, group_size=16, summaries=False,
+                             dispatch_path="gather")
+    layer.apply(mtf.zeros(mesh, dims), train=True, variable_dtype=mtf.VariableDType(tf.float32))
+  labels = set(builders.labels.values())
+  for stage in ("routing: Router.__call__ > Router._compute_router_probabilities",
+                "routing: Router.__call__ > assign_slots", "dispatch: gather_dispatch",
+                "packed_experts: packed_expert_ffn", "dispatch: gather_combine"):
+    assert stage in labels, sorted(labels)
+  assert mtf.Operation.__init__ is not None and "recording" not in mtf.Operation.__init__.__name__
+
+
+def test_profile_flag_prints_the_tables(capsys):
+  assert bench.main(["--tokens", "256", "--length", "64", "--d_model", "8", "--d_ff", "16",
+                     "--configs", "4:1.25:64", "--profile", "gather", "--profile_steps", "1"]) == 0
+  out = capsys.readouterr().out
+  for title in ("layer part", "op type", "op name scope", "matmul kind"):
+    assert f"| {title}" in out
+  assert "| packed_experts: packed_expert_ffn [backward] |" in out
+  assert "JSON_PROFILE" in out
+  with pytest.raises(SystemExit):
+    bench.main(["--profile", "nonsense"])
