@@ -197,7 +197,8 @@ def test_table1_top2_moe_row(tmp_path):
 
 
 def test_stability_bfloat16_row(tmp_path):
-  argv = MICRO + ["--table", "2", "--only", "bfloat16_f32_router"] + _dirs(tmp_path, "stab")
+  argv = (MICRO + ["--table", "2", "--only", "bfloat16_f32_router", "--num_experts", "4"]
+          + _dirs(tmp_path, "stab"))
   assert repro_stability.main(argv) == 0
   results = tmp_path / "results" / "stab"
   _outputs_exist(results, "final.csv")
@@ -213,7 +214,11 @@ def test_stability_bfloat16_row(tmp_path):
   # (t5 records each command line under commands/; evaluation binds no seed, so that its
   # validation sample is the same for every model.)
   commands = (tmp_path / "runs" / "stab" / "bfloat16_f32_router" / "commands").iterdir()
-  assert any("mtf_switch.init_seed.seed = 1" in c.read_text() for c in commands)
+  commands = [c.read_text() for c in commands]
+  assert any("mtf_switch.init_seed.seed = 1" in c for c in commands)
+  # --num_experts reaches the trained model and the description of what ran.
+  assert any("mtf_switch.SwitchFFN.num_experts = 4" in c for c in commands)
+  assert "a Switch layer of 4 experts" in markdown
 
 
 def test_stability_variants_share_one_baseline():
@@ -221,6 +226,21 @@ def test_stability_variants_share_one_baseline():
   assert len(names) == len(set(names)) == 11
   assert names[:3] == ["baseline", "bfloat16_f32_router", "bfloat16_everywhere"]
   assert repro_stability.init_variant("0.1", 1) is repro_stability.policy_variant("input_jitter")
+
+
+def test_stability_num_experts_binds_every_variant_and_is_a_run_setting(tmp_path):
+  default = repro_stability.variants_for(["2", "3", "c"])
+  wide = repro_stability.variants_for(["2", "3", "c"], 32)
+  assert [v.name for v in wide] == [v.name for v in default]
+  for narrow, variant in zip(default, wide, strict=True):
+    assert variant.gin_params == (*narrow.gin_params, "mtf_switch.SwitchFFN.num_experts = 32")
+  assert all("num_experts" not in " ".join(v.gin_params) for v in default)
+  # A run directory holds one expert count: resuming it with another is refused.
+  dirs = _dirs(tmp_path, "stab_experts")
+  argv = MICRO + ["--table", "2", "--report_only"] + dirs
+  assert repro_stability.main(argv + ["--num_experts", "16"]) == 1  # nothing trained yet
+  with pytest.raises(SystemExit, match="num_experts"):
+    repro_stability.main(argv + ["--num_experts", "32"])
 
 
 def test_first_step_reaching_uses_checkpoints_only():

@@ -13,8 +13,16 @@ Table 2's "bfloat16 everywhere" row sets ``mtf_switch.SwitchFFN.router_dtype = "
 the router's product and softmax then run in bfloat16 too. Table 3's seed is both the
 training data seed (order and span noise) and the initialisation seed
 (``mtf_switch.init_seed``). Rerunning the same command resumes.
+
+``--num_experts`` changes every variant's expert count (the paper's Table 2 is a 32-expert
+model); it is a setting of the run, so it needs its own ``--output_dir`` and ``--results_dir``:
+
+    python tools/repro_stability.py --table 2 --num_experts 32 --steps 1500 --batch_size 32 \
+        --output_dir runs/repro_stability_table2 --results_dir results/repro_stability_table2
 """
 
+import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -71,7 +79,19 @@ BF16_EVERYWHERE = Variant(
     "bfloat16 activations and a bfloat16 router", data_seed=1)
 
 
-def variants_for(tables) -> list:
+DEFAULT_EXPERTS = 8  # switch_tiny.gin's
+
+
+def with_experts(variant: Variant, num_experts: int) -> Variant:
+  """The variant with ``num_experts`` experts in every Switch layer (unchanged at the default)."""
+  if num_experts == DEFAULT_EXPERTS:
+    return variant
+  return dataclasses.replace(
+      variant, gin_params=variant.gin_params + (f"mtf_switch.SwitchFFN.num_experts = {num_experts}",),
+      description=f"{variant.description}; {num_experts} experts")
+
+
+def variants_for(tables, num_experts: int = DEFAULT_EXPERTS) -> list:
   """Variants in the order they run: one of each table first, so a cut-short run has rows."""
   chosen = [BASELINE]
   if "2" in tables:
@@ -82,7 +102,7 @@ def variants_for(tables) -> list:
     chosen += [init_variant(scale, seed) for seed in SEEDS for scale in ("0.1", "1.0")]
   unique = {}
   for variant in chosen:
-    unique.setdefault(variant.name, variant)
+    unique.setdefault(variant.name, with_experts(variant, num_experts))
   return list(unique.values())
 
 
@@ -154,7 +174,8 @@ def write_results(curves, settings, flags, started, failures) -> str:
                         ["model", "step", "eval_neg_log_perplexity", "examples_per_second"],
                         final_rows)
   sizes = ("switch_tiny: d_model 128, d_ff 512, 4 heads of 32, 2 encoder + 2 decoder layers, "
-           "every other FFN a Switch layer of 8 experts with d_ff 512, capacity factor 1.25 "
+           f"every other FFN a Switch layer of {settings.get('num_experts', DEFAULT_EXPERTS)} "
+           "experts with d_ff 512, capacity factor 1.25 "
            "train / 2.0 eval, group size 1024, inputs 128 / targets 32 tokens, Adafactor, "
            "constant LR 0.01")
   return outputs.write_markdown(os.path.join(results_dir, "README.md"), [
@@ -173,6 +194,18 @@ def write_results(curves, settings, flags, started, failures) -> str:
 def _add_flags(parser) -> None:
   parser.add_argument("--table", action="append", choices=("2", "3", "c"), default=None,
                       help="which tables to run (repeatable; default all three)")
+  parser.add_argument("--num_experts", type=_at_least_two, default=DEFAULT_EXPERTS,
+                      help=f"experts per Switch layer in every variant (default {DEFAULT_EXPERTS})")
+
+
+def _at_least_two(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    value = None
+  if value is None or value < 2:
+    raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}")
+  return value
 
 
 def _tables(flags) -> list:
@@ -182,8 +215,9 @@ def _tables(flags) -> list:
 REPRODUCTION = repro_main.Reproduction(
     script=SCRIPT, path=__file__, description=__doc__.split("\n\n")[0],
     sizes={"steps": 200, "checkpoint_every": 100, "batch_size": 16, "eval_batches": 8},
-    variants=lambda flags: variants_for(_tables(flags)), write_results=write_results,
-    add_flags=_add_flags)
+    variants=lambda flags: variants_for(_tables(flags), flags.num_experts),
+    write_results=write_results, add_flags=_add_flags,
+    extra_settings=lambda flags: {"num_experts": flags.num_experts})
 
 
 def main(argv=None) -> int:
