@@ -53,3 +53,16 @@ def test_full_comparison_hands_the_other_arguments_to_the_scaling_script(no_cli,
   assert switch_vs_dense.main(["--full_comparison", "--only", "dense", "--steps", "50"]) == 0
   assert received == [["--only", "dense", "--steps", "50"]]
   assert no_cli == []  # the two-model comparison did not start
+
+
+def test_both_models_train_from_one_seed(no_cli, tmp_path, monkeypatch):
+  trained = []
+  monkeypatch.setattr(cli_runs, "train", lambda *args: trained.append(args) or True)
+  monkeypatch.setattr(cli_runs, "run_cli",
+                      lambda *args, **kwargs: "neg_log_perplexity = -5.0")
+  assert switch_vs_dense.main(["--steps", "3", "--seed", "7", "--output_dir", str(tmp_path)]) == 0
+  assert len(trained) == 2
+  for _, _, params, *_ in trained:
+    assert "mtf_switch.init_seed.seed = 7" in params  # the initial weights
+    assert "mesh_train_dataset_fn.seed = 7" in params  # the data order and span noise
+    assert "utils.run.skip_seen_data = True" in params  # a resumed model does not replay
