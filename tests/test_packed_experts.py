@@ -5,6 +5,7 @@ the einsum path for every configuration and layout; these pin the pieces down on
 """
 
 import numpy as np
+import pytest
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import packed_experts
@@ -24,6 +25,14 @@ def test_transposed_product_is_a_times_b_transposed():
                                   [[11.0, 17.0, 23.0]])
 
 
+@pytest.fixture(params=["batched", "stacked"])
+def weight_gradient_form(request, monkeypatch):
+  """Each test runs with both forms of the weight gradients (2 slots per expert here)."""
+  limit = 2 if request.param == "batched" else 1
+  monkeypatch.setattr(packed_experts, "BATCHED_WEIGHT_GRADIENT_MAX_SLOTS", limit)
+  return request.param
+
+
 def _relu_ffn(slots, counts, wi, wo):
   """Outputs and the gradients of sum(outputs) for slots [2, 1, 2, 1] (2 experts, 1 group,
   2 slots, d_model 1) and hidden size 1."""
@@ -35,7 +44,7 @@ def _relu_ffn(slots, counts, wi, wo):
     return _run([out] + grads)
 
 
-def test_packed_ffn_values_and_gradients_by_hand():
+def test_packed_ffn_values_and_gradients_by_hand(weight_gradient_form):
   # Expert 0 holds one token (2.0) and an empty slot; expert 1 holds two (1.0 and -3.0).
   slots = [[[[2.0], [0.0]]], [[[1.0], [-3.0]]]]
   counts = [[1.0], [2.0]]
@@ -52,7 +61,7 @@ def test_packed_ffn_values_and_gradients_by_hand():
   np.testing.assert_allclose(d_wo.reshape(-1), [3.0, 2.0])
 
 
-def test_empty_slots_are_ignored_even_when_they_hold_garbage():
+def test_empty_slots_are_ignored_even_when_they_hold_garbage(weight_gradient_form):
   # The FFN reads only the filled prefix of each expert's slots: whatever sits in an empty
   # slot changes neither the outputs nor the weight gradients.
   clean = _relu_ffn([[[[2.0], [0.0]]], [[[1.0], [-3.0]]]], [[1.0], [2.0]],
