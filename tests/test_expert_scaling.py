@@ -94,6 +94,31 @@ def test_ordering_verdict_sorts_by_expert_count():
   assert verdict.index("switch_4") < verdict.index("switch_16")
 
 
+def test_dense_is_no_speed_up_of_itself_and_its_plateau_is_stated():
+  curves = {"dense": _curve([-9, -6, -4.2, -4.1, -4.2]), "switch_4": _curve([-9, -5, -4.2])}
+  rows = {r[0]: r for r in scaling.speedup_rows(curves)}
+  # Dense's final -4.2 was first reached at step 200 of 400: the row says where, no speed-up.
+  assert rows["dense"][5] == 200 and rows["dense"][6:9] == ["-", "-", "-"]
+  assert rows["switch_4"][6] == "2.00x"
+  text = scaling.dense_plateau(list(rows.values()))
+  assert "first reached its final quality at step 200 of 400" in text and "2.00x" in text
+  # A dense curve still improving at its end has no plateau to report.
+  assert scaling.dense_plateau(scaling.speedup_rows({"dense": _curve([-9, -6, -5])})) == ""
+
+
+def test_a_partial_run_claims_no_ordering_and_no_growth():
+  curves = _scaling_curves()
+  # Only dense finished: nothing is ordered (this once read "Ordering holds").
+  verdict = scaling.ordering_verdict({"dense": curves["dense"]})
+  assert verdict.startswith("Ordering not assessed") and "finished: dense" in verdict
+  assert scaling.ordering_verdict({"switch_4": curves["switch_4"]}).startswith("Ordering not")
+  # One Switch model: a speed-up but no trend.
+  rows = scaling.speedup_rows({k: curves[k] for k in ("dense", "dense.seed2", "switch_16",
+                                                      "switch_16.seed2")})
+  verdict = scaling.goal_verdict(rows, "switch_16")
+  assert "needs two or more Switch models" in verdict and "it grows" not in verdict
+
+
 def test_full_run_variants_order_and_seeds():
   design = scaling.DESIGNS["paper"]
   variants = scaling.model_variants(design, [4, 16, 64], seeds=[1, 2, 3], seeded_experts=16)
