@@ -29,6 +29,18 @@ def test_parts_follow_the_layer_scopes():
   assert profile.part_of("encoder/block_000/layer_001/SwitchFFN/router/einsum") == \
       "switch/moe layer"
   assert profile.part_of("decoder/block_000/layer_000/SelfAttention/einsum_1") == "attention"
+  # The Switch layer's own noise and choices, though no router/dispatch scope names them.
+  assert profile.part_of("while_loop/while/encoder/block_001/layer_001/SwitchFFN/random/"
+                         "parallel/random_uniform") == "switch/moe layer"
+  assert profile.part_of("encoder/block_001/layer_001/DenseReluDense/wi/einsum") == "dense ffn"
+  assert profile.part_of("encoder/block_001/layer_001/DenseReluDense/wi_0/einsum") == "dense ffn"
+  assert profile.part_of("while_loop/while/Switch_12") == "other"  # a control-flow op
+
+
+def test_scopes_fold_layer_numbers_and_uniquifiers():
+  assert profile._scope_of("while_loop/while/encoder/block_003/layer_001/SwitchFFN/"
+                           "packed_expert_ffn_2/parallel/MatMul_7") == \
+      "while_loop/while/encoder/block_*/layer_*/SwitchFFN/packed_expert_ffn/parallel"
 
 
 def test_tracer_times_session_runs_and_the_loop_between_them(monkeypatch):

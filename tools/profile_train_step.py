@@ -39,9 +39,13 @@ MATMUL_OPS = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum
 # in; mesh-tf lowers every mtf op under its mtf name, so these are the layers' own scopes.
 PARTS = (
     ("optimizer", re.compile(r"adafactor|/slot_|_slot_|assign|update", re.I)),
-    ("switch/moe layer", re.compile(r"switch_ffn|moe_ffn|/moe|router|dispatch|combine|expert", re.I)),
+    ("switch/moe layer", re.compile(
+        r"SwitchFFN|SwitchAttention|switch_ffn|moe_ffn|/moe|router|dispatch|combine|expert",
+        re.I)),
     ("attention", re.compile(r"att|relative_attention", re.I)),
-    ("dense ffn", re.compile(r"dense_relu_dense|/ffn|DenseReluDense|wi|wo", re.I)),
+    # Whole scope names only: a bare "wi" also matched "Switch" (SwitchFFN's jitter noise and
+    # the while loop's Switch ops were counted as dense FFN).
+    ("dense ffn", re.compile(r"dense_relu_dense|DenseReluDense|/ffn/|/wi(_\d+)?/|/wo/", re.I)),
     ("logits/loss", re.compile(r"logits|softmax|cross_entropy|loss|embedding|shared/", re.I)),
     ("layer norm", re.compile(r"layer_norm|rms_norm|norm", re.I)),
     ("input", re.compile(r"Iterator|infeed|IteratorGetNext|input", re.I)),
@@ -175,6 +179,8 @@ def summarize(tracer):
   steps = len(tracer.step_stats)
   by_type = collections.defaultdict(lambda: [0.0, 0, 0])  # seconds, count, flops
   by_part = collections.defaultdict(lambda: [0.0, 0])
+  # (part, op type, the op's mtf scope: its name without the per-op uniquifier) -> seconds, count
+  by_part_scope = collections.defaultdict(lambda: [0.0, 0])
   matmul_by_shape = collections.defaultdict(lambda: [0.0, 0, 0])
   flops_cache = {}
   for _, ops in tracer.step_stats:
@@ -200,7 +206,18 @@ def summarize(tracer):
       part = by_part[part_of(name)]
       part[0] += seconds
       part[1] += 1
-  return by_type, by_part, matmul_by_shape
+      scoped = by_part_scope[(part_of(name), op_type, _scope_of(name))]
+      scoped[0] += seconds
+      scoped[1] += 1
+  return by_type, by_part, matmul_by_shape, by_part_scope
+
+
+def _scope_of(name: str) -> str:
+  """An op's name with layer numbers and uniquifiers folded: decoder/block_003/x_12/y ->
+  decoder/block_*/x/y, so the ops of every layer and microbatch add up in one row."""
+  name = re.sub(r"block_\d+", "block_*", name)
+  name = re.sub(r"layer_\d+", "layer_*", name)
+  return "/".join(re.sub(r"_\d+$", "", piece) for piece in name.split("/")[:-1])
 
 
 def _shape_key(op) -> str:
@@ -241,6 +258,9 @@ def main(argv=None) -> int:
   parser.add_argument("--model_dir", default=None,
                       help="default: a fresh temporary directory (a resumed run traces nothing)")
   parser.add_argument("--top", type=int, default=15, help="op types to list")
+  parser.add_argument("--part", action="append", default=[],
+                      choices=[p for p, _ in PARTS] + ["other"],
+                      help="also list the op types and scopes inside this part (repeatable)")
   args = parser.parse_args(argv)
   for name in ("warmup_steps", "traced_steps", "top"):
     if getattr(args, name) < 1:
@@ -281,7 +301,7 @@ def main(argv=None) -> int:
   if not tracer.step_stats:
     raise SystemExit(f"no step was traced: did {model_dir} already hold a checkpoint at or "
                      f"past step {steps}?")
-  by_type, by_part, matmul_by_shape = summarize(tracer)
+  by_type, by_part, matmul_by_shape, by_part_scope = summarize(tracer)
   reference = dense_matmul_gflops()
   walls = sorted(wall for wall, _ in tracer.step_stats)
   wall = walls[len(walls) // 2]
@@ -308,6 +328,16 @@ def main(argv=None) -> int:
     rate = f"{flops / 1e9 / seconds:.1f}" if flops and seconds else ""
     print(f"| {op_type} | {seconds:.4f} | {seconds / total_op_seconds:.1%} | "
           f"{count // len(walls)} | {flops / 1e9:.3f} | {rate} |")
+  for chosen in args.part:
+    rows = sorted(((key, value) for key, value in by_part_scope.items() if key[0] == chosen),
+                  key=lambda kv: -kv[1][0])
+    part_seconds = sum(value[0] for _, value in rows) or float("inf")
+    print(f"\nInside part {chosen!r} ({part_seconds:.4f} op seconds per step):\n")
+    print("| op type | scope (layers folded) | op seconds/step | share of part | ops/step |")
+    print("| --- | --- | --- | --- | --- |")
+    for (_, op_type, scope), (seconds, count) in rows[:args.top]:
+      print(f"| {op_type} | {scope} | {seconds:.4f} | {seconds / part_seconds:.1%} | "
+            f"{count // len(walls)} |")
   print("\n| matmul input shapes | op seconds/step | ops/step | GFLOP/s |")
   print("| --- | --- | --- | --- |")
   for shape, (seconds, count, flops) in sorted(matmul_by_shape.items(),
