@@ -16,20 +16,28 @@ def _run(fetches):
     return session.run(fetches)
 
 
-def test_transposed_product_is_a_times_b_transposed():
+@pytest.mark.parametrize("min_weight_bytes, form", [(0, "Transpose"), (1 << 20, "MatMul")])
+def test_transposed_product_is_a_times_b_transposed(monkeypatch, min_weight_bytes, form):
+  monkeypatch.setattr(packed_experts, "TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES", min_weight_bytes)
   with tf.Graph().as_default():
     a = tf.constant([[1.0, 2.0]])
     b = tf.constant([[3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
+    product = packed_experts._transposed_product(a, b)
+    assert product.op.type == form  # b is 24 bytes: each limit picks its form
     # [1*3 + 2*4, 1*5 + 2*6, 1*7 + 2*8]
-    np.testing.assert_array_equal(_run(packed_experts._transposed_product(a, b)),
-                                  [[11.0, 17.0, 23.0]])
+    np.testing.assert_array_equal(_run(product), [[11.0, 17.0, 23.0]])
 
 
-@pytest.fixture(params=["batched", "stacked"])
+@pytest.fixture(params=[("batched", "direct"), ("stacked", "direct"), ("batched", "transposed"),
+                        ("stacked", "transposed")])
 def weight_gradient_form(request, monkeypatch):
-  """Each test runs with both forms of the weight gradients (2 slots per expert here)."""
-  limit = 2 if request.param == "batched" else 1
-  monkeypatch.setattr(packed_experts, "BATCHED_WEIGHT_GRADIENT_MAX_SLOTS", limit)
+  """Each test runs with both forms of the weight gradients (2 slots per expert here) and of
+  the input gradients' products (the weights here are 4 bytes)."""
+  weights, products = request.param
+  monkeypatch.setattr(packed_experts, "BATCHED_WEIGHT_GRADIENT_MAX_SLOTS",
+                      2 if weights == "batched" else 1)
+  monkeypatch.setattr(packed_experts, "TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES",
+                      0 if products == "transposed" else 1 << 20)
   return request.param
 
 
