@@ -288,6 +288,15 @@ def write_results(curves: dict, settings: dict, flags, started: float, failures:
     path = os.path.join(results_dir, f"expert_load_{name}.png")
     if repro_scaling_plots.plot_expert_load(path, scalars, name):
       load_plots.append(f"![expert load of {name}]({os.path.basename(path)})")
+  silent = [name for name in curves if not name.startswith("dense") and name not in records]
+  if silent:
+    # Mesh-TF's microbatch loop (tokens_per_microbatch_per_replica below the step's tokens)
+    # cannot carry summaries out, so such a run records no routing statistics: say so.
+    load_plots.append(
+        f"No routing statistics were recorded for {', '.join(silent)}: their training ran "
+        "Mesh-TF's microbatch loop (the tiny gins' tokens_per_microbatch_per_replica = 2048 "
+        "is below a step's tokens), inside which summaries are skipped "
+        "(`mtf_switch/summaries.py`).")
   seeded = f"switch_{flags.seeded_experts}"
   return outputs.write_markdown(os.path.join(results_dir, "README.md"), [
       "# Expert scaling at fixed FLOPs per token (paper Figures 1 and 4, Appendix D)",
