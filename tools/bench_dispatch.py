@@ -63,6 +63,9 @@ from mesh_tensorflow.transformer import moe  # noqa: E402
 
 from mtf_switch import layers  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import profile_train_step  # noqa: E402  (a sibling in tools/: its FLOP arithmetic)
+
 
 VARIANTS = ("gather", "gather_static", "einsum", "moe_py", "dense")
 
@@ -420,22 +423,6 @@ def base_type(op_type: str) -> str:
   return op_type[4:] if op_type.startswith("_Mkl") else op_type.lstrip("_")
 
 
-def einsum_flops(equation: str, shapes) -> int:
-  """2 x the product of every distinct index's size (0 if the equation cannot be read)."""
-  operands = equation.replace(" ", "").split("->")[0].split(",")
-  if len(operands) != len(shapes):
-    return 0
-  sizes = {}
-  for operand, shape in zip(operands, shapes, strict=True):
-    if "." in operand or len(operand) != len(shape):
-      return 0
-    sizes.update(zip(operand, shape, strict=True))
-  flops = 2
-  for size in sizes.values():
-    flops *= int(size)
-  return flops
-
-
 def product_flops(op, shapes) -> int:
   """Multiply-add FLOPs of one MatMul / BatchMatMul / Einsum from its inputs' run-time shapes
   (``shapes``: {tensor name: shape}, static shapes where the run recorded none); 0 if unknown."""
@@ -448,26 +435,7 @@ def product_flops(op, shapes) -> int:
         return 0
       shape = tuple(static.as_list())
     inputs.append(shape)
-  if op.type == "Einsum":
-    return einsum_flops(op.get_attr("equation").decode(), inputs)
-  a, b = inputs
-  if len(a) < 2 or len(b) < 2:
-    return 0
-
-  def attr(*names):
-    for name in names:
-      try:
-        return bool(op.get_attr(name))
-      except ValueError:
-        continue
-    return False
-
-  m, k = (a[-1], a[-2]) if attr("transpose_a", "adj_x") else (a[-2], a[-1])
-  n = b[-2] if attr("transpose_b", "adj_y") else b[-1]
-  batch = 1
-  for d in a[:-2]:
-    batch *= d
-  return 2 * batch * m * k * n
+  return profile_train_step.product_flops_from_shapes(op, inputs)
 
 
 def matmul_signature(op) -> str:

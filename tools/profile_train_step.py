@@ -78,6 +78,12 @@ def matmul_flops(op) -> int:
     return 0
   if any(d is None for s in shapes for d in s):
     return 0
+  return product_flops_from_shapes(op, shapes)
+
+
+def product_flops_from_shapes(op, shapes) -> int:
+  """FLOPs of a MatMul / BatchMatMul / Einsum op (oneDNN's _Mkl kernels too) whose inputs
+  have ``shapes`` (static or recorded at run time); 0 if they cannot be read."""
   if op.type in ("Einsum", "_MklEinsum"):
     return einsum_flops(op.get_attr("equation").decode(), shapes)
   a, b = shapes[0], shapes[1]

@@ -52,13 +52,18 @@ def pilot_variants(flags) -> list:
   return variants
 
 
-def design_rows(curves: dict, flags) -> list:
-  rows = []
+def design_pairs(curves: dict, flags):
+  """(design, dense curve, switch curve) for each design whose two models both finished."""
   for name in flags.designs:
     dense = curves.get(flags.dense_of[name])
     switch = curves.get(f"{name}.switch_{flags.experts}")
-    if not dense or not switch:
-      continue
+    if dense and switch:
+      yield name, dense, switch
+
+
+def design_rows(curves: dict, flags) -> list:
+  rows = []
+  for name, dense, switch in design_pairs(curves, flags):
     target = repro_curves.final_quality(dense)
     reached = repro_curves.step_reaching(switch, target)
     step_speedup = dense[-1]["step"] / reached if reached else None
@@ -101,13 +106,9 @@ def choose(rows: list) -> tuple:
 
 def plot_gaps(path: str, curves: dict, flags) -> None:
   """Switch - dense quality at each checkpoint, per design, against steps."""
-  plt = scaling.repro_scaling_plots.pyplot()
+  plt = outputs.pyplot()
   fig, axes = plt.subplots(figsize=(7, 4.5))
-  for name in flags.designs:
-    dense = curves.get(flags.dense_of[name])
-    switch = curves.get(f"{name}.switch_{flags.experts}")
-    if not dense or not switch:
-      continue
+  for name, dense, switch in design_pairs(curves, flags):
     at = repro_curves.quality_at(dense)
     rows = [(r["step"], r["neg_log_perplexity"] - at[r["step"]]) for r in switch
             if r["step"] in at and r["step"] > 0]
@@ -119,7 +120,7 @@ def plot_gaps(path: str, curves: dict, flags) -> None:
   axes.grid(alpha=0.3)
   axes.legend(fontsize="small")
   fig.tight_layout()
-  scaling.repro_scaling_plots.save(fig, path)
+  outputs.save(fig, path)
 
 
 def write_results(curves, settings, flags, started, failures):

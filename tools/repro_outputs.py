@@ -25,14 +25,37 @@ def write_rows_csv(path: str, header: Sequence[str], rows: Sequence[Sequence]) -
     writer.writerows(rows)
 
 
-def plot_curves(path: str, curves: dict, title: str) -> None:
-  """Two panels: eval neg log perplexity against steps and against training seconds."""
+def pyplot():
+  """matplotlib's pyplot on the Agg backend (no display on the training machine)."""
   import matplotlib
 
-  matplotlib.use("Agg")  # no display on the training machine
+  matplotlib.use("Agg")
   from matplotlib import pyplot as plt
+  return plt
 
-  fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(12, 4.5))
+
+def save(fig, path: str) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  pyplot().close(fig)
+
+
+def finish_quality_panels(fig, by_step, by_time, time_label: str, title: str, path: str) -> None:
+  """Labels, grid and legend of the quality-against-steps and -against-time panels; saves."""
+  by_step.set_xlabel("training step")
+  by_time.set_xlabel(time_label)
+  for axes in (by_step, by_time):
+    axes.set_ylabel("eval neg log perplexity (higher is better)")
+    axes.grid(alpha=0.3)
+  by_step.legend(fontsize="small")
+  fig.suptitle(title)
+  fig.tight_layout()
+  save(fig, path)
+
+
+def plot_curves(path: str, curves: dict, title: str) -> None:
+  """Two panels: eval neg log perplexity against steps and against training seconds."""
+  fig, (by_step, by_time) = pyplot().subplots(1, 2, figsize=(12, 4.5))
   for name, curve in curves.items():
     # Step 0 is the random init; its perplexity would squash the scale of everything else.
     trained = [r for r in curve if r["step"] > 0]
@@ -41,17 +64,8 @@ def plot_curves(path: str, curves: dict, title: str) -> None:
     timed = [r for r in trained if r["train_seconds"] is not None]
     by_time.plot([r["train_seconds"] for r in timed], [r["neg_log_perplexity"] for r in timed],
                  marker=".", label=name)
-  by_step.set_xlabel("training step")
-  by_time.set_xlabel("training seconds (this machine, start-up excluded)")
-  for axes in (by_step, by_time):
-    axes.set_ylabel("eval neg log perplexity (higher is better)")
-    axes.grid(alpha=0.3)
-  by_step.legend(fontsize="small")
-  fig.suptitle(title)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  finish_quality_panels(fig, by_step, by_time, "training seconds (this machine, start-up excluded)",
+                        title, path)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

@@ -12,20 +12,12 @@ import json
 import math
 import os
 import re
-from typing import Optional
 
 import repro_curves
+from repro_outputs import finish_quality_panels, pyplot, save
 
 LOAD_TAG = re.compile(r"moe/(?P<layer>.+)/expert_load/(?P<expert>\d+)")
 DROPPED_TAG = re.compile(r"moe/(?P<layer>.+)/dropped_fraction")
-
-
-def pyplot():
-  import matplotlib
-
-  matplotlib.use("Agg")  # no display on the training machine
-  from matplotlib import pyplot as plt
-  return plt
 
 
 def plot_quality_with_seeds(path: str, groups: dict, title: str) -> None:
@@ -45,15 +37,9 @@ def plot_quality_with_seeds(path: str, groups: dict, title: str) -> None:
     timed = [r for r in mean if r.get("cpu_seconds") is not None]
     by_time.plot([r["cpu_seconds"] for r in timed], [r["neg_log_perplexity"] for r in timed],
                  marker=".", color=line.get_color(), label=label)
-  by_step.set_xlabel("training step")
-  by_time.set_xlabel("training CPU seconds of the trainer process (start-up excluded)")
-  for axes in (by_step, by_time):
-    axes.set_ylabel("eval neg log perplexity (higher is better)")
-    axes.grid(alpha=0.3)
-  by_step.legend(fontsize="small")
-  fig.suptitle(title)
-  fig.tight_layout()
-  save(fig, path)
+  finish_quality_panels(fig, by_step, by_time,
+                        "training CPU seconds of the trainer process (start-up excluded)", title,
+                        path)
 
 
 def plot_speedups(path: str, rows: list) -> None:
@@ -149,7 +135,3 @@ def _short_layer(layer: str) -> str:
   return layer if len(layer) <= 48 else "..." + layer[-45:]
 
 
-def save(fig, path: Optional[str]) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, dpi=110)
-  pyplot().close(fig)
