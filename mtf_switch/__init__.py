@@ -3,16 +3,18 @@
 Importing this package (or any of its modules, which imports the package first) repairs
 mesh-tensorflow's import on the pinned TensorFlow (see ``mtf_switch.compat``), then registers
 the project's gin-configurable layers and the ``mtf_switch.init_seed`` binding for
-``t5_mesh_transformer`` runs (see ``mtf_switch.seeding``).
+``t5_mesh_transformer`` runs (see ``mtf_switch.seeding``), and lets the layers' routing
+statistics out of Mesh-TF's microbatch loop (see ``mtf_switch.summaries``).
 """
 
 from mtf_switch import compat  # noqa: F401  (must run before mesh_tensorflow is imported)
 
 # isort: split
-from mtf_switch import attention, embedding, layers, routing, seeding  # noqa: F401  (gin configurables)
+from mtf_switch import attention, embedding, layers, routing, seeding, summaries  # noqa: F401  (gin configurables)
 from mtf_switch.attention import SwitchAttention  # noqa: F401
 from mtf_switch.embedding import GatherVocabEmbedding  # noqa: F401
 from mtf_switch.layers import MoEFFN, SwitchFFN  # noqa: F401
 from mtf_switch.routing import MoERouter, SwitchRouter  # noqa: F401
 
 seeding.install()
+summaries.install()

@@ -22,6 +22,7 @@ class MeshRun:
   input_grads: Dict[str, np.ndarray]
   variable_grads: Dict[str, np.ndarray]   # by variable name
   variables: Dict[str, np.ndarray]        # values after initialisation / assignment
+  summaries: Dict[str, float] = dataclasses.field(default_factory=dict)  # scalar summaries
 
 
 def run_on_mesh(build: Callable[[mtf.Mesh, Dict[str, mtf.Tensor]], Dict[str, mtf.Tensor]],
@@ -78,6 +79,8 @@ def run_on_mesh(build: Callable[[mtf.Mesh, Dict[str, mtf.Tensor]], Dict[str, mtf
         "input_grads": export(input_grads),
         "variable_grads": export(variable_grads),
     }
+    # The v1 scalar summaries lowering added (mtf_switch.summaries), by tag.
+    fetches["summaries"] = tf.get_collection(tf.GraphKeys.SUMMARIES)
     masters = {v.name: v.get_master() for v in variables}
     assigns = []
     for suffix, value in weights.items():
@@ -93,5 +96,12 @@ def run_on_mesh(build: Callable[[mtf.Mesh, Dict[str, mtf.Tensor]], Dict[str, mtf
         sess.run(assigns)
       sess.run(lowering.copy_masters_to_slices())
       result, variable_values = sess.run([fetches, masters])
+  summaries = {}
+  for serialized in result["summaries"]:
+    for value in tf.Summary.FromString(serialized).value:
+      if value.tag in summaries:
+        raise ValueError(f"summary {value.tag!r} written twice")
+      summaries[value.tag] = value.simple_value
   return MeshRun(outputs=result["outputs"], input_grads=result["input_grads"],
-                 variable_grads=result["variable_grads"], variables=variable_values)
+                 variable_grads=result["variable_grads"], variables=variable_values,
+                 summaries=summaries)
