@@ -121,6 +121,8 @@ def test_expert_scaling_runs_and_resumes(tmp_path, capsys):
   # --report_only writes the same results from what is on disk.
   assert repro_expert_scaling.main(argv + ["--report_only"]) == 0
   assert _csv(results / "curves.csv") == rows
+  _check_routing_replay(tmp_path, argv, results, record)
+
   # On another machine (no model directories), the committed records stand in for the models.
   shutil.rmtree(tmp_path / "runs" / "scaling")
   capsys.readouterr()
@@ -128,6 +130,43 @@ def test_expert_scaling_runs_and_resumes(tmp_path, capsys):
   out = capsys.readouterr().out
   assert ": training " not in out and "finished earlier" in out
   assert _csv(results / "curves.csv") == rows
+
+
+def _check_routing_replay(tmp_path, argv, results, record):
+  """A record without routing statistics (a model trained before they left the microbatch
+  loop) gets them replayed from its checkpoints: balanced loads at every checkpoint, the same
+  figures on a second replay, and nothing written into the model's directory."""
+  models = results / "models"
+  (models / "switch_2.json").write_text(json.dumps(dict(record, training_scalars={})))
+  (results / "expert_load_switch_2.png").unlink()
+  model_dir = tmp_path / "runs" / "scaling" / "switch_2"
+
+  def run_files():
+    return {p: p.stat().st_mtime for p in model_dir.rglob("*") if "logs" not in p.parts}
+
+  before = run_files()
+  assert repro_expert_scaling.main(argv + ["--report_only", "--replay_routing"]) == 0
+  assert run_files() == before
+  replay = json.loads((models / "switch_2.routing_replay.json").read_text())
+  assert replay["steps"] == [0, 2, 4] and replay["batches"] == 4 and replay["batch_size"] == 4
+  layers = {t.split("/expert_load/")[0] for t in replay["scalars"] if "/expert_load/" in t}
+  assert len(layers) == 2, layers
+  for layer in layers:
+    for step in ("0", "2", "4"):
+      loads = [replay["scalars"][f"{layer}/expert_load/{e:03d}"][step] for e in range(2)]
+      assert sum(loads) == pytest.approx(2.0, rel=1e-5), (layer, step, loads)
+      assert 0.0 <= replay["scalars"][f"{layer}/dropped_fraction"][step] <= 1.0
+  assert (results / "expert_load_switch_2.png").exists()
+  assert "replayed at each checkpoint" in (results / "README.md").read_text()
+  # The batches are fixed (the same digest); the jitter's noise is seeded but its order across
+  # the microbatch loop's iterations is not, so a second replay agrees to a few tokens' load.
+  (models / "switch_2.routing_replay.json").unlink()
+  assert repro_expert_scaling.main(argv + ["--report_only", "--replay_routing"]) == 0
+  again = json.loads((models / "switch_2.routing_replay.json").read_text())
+  assert again["batches_sha1"] == replay["batches_sha1"]
+  assert sorted(again["scalars"]) == sorted(replay["scalars"])
+  for tag, values in replay["scalars"].items():
+    assert again["scalars"][tag] == pytest.approx(values, rel=0.05, abs=0.05), tag
 
 
 def test_expert_scaling_pilot_language_model(tmp_path):
@@ -221,6 +260,18 @@ def test_stability_bfloat16_row(tmp_path):
   # --num_experts reaches the trained model and the description of what ran.
   assert any("mtf_switch.SwitchFFN.num_experts = 4" in c for c in commands)
   assert "a Switch layer of 4 experts" in markdown
+
+
+def test_precision_gaps_give_the_end_and_the_worst_checkpoint():
+  def curve(*quality):
+    return [{"step": 100 * i, "neg_log_perplexity": q} for i, q in enumerate(quality)]
+
+  curves = {"baseline": curve(-9.0, -5.0, -4.5, -4.0),
+            "bfloat16_everywhere": curve(-9.0, -5.5, -4.6, -3.9)}
+  text = repro_stability.precision_gaps(curves)
+  # -3.9 - -4.0 at the end; -5.5 - -5.0 at step 100 is the worst; step 0 is not a comparison.
+  assert text == ("bfloat16 everywhere minus float32: +0.1000 nats at step 300, -0.5000 at its "
+                  "worst checkpoint (step 100).")
 
 
 def test_stability_variants_share_one_baseline():

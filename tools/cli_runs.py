@@ -36,19 +36,32 @@ def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str],
   SystemExit that names the run. Interrupting the caller (Ctrl-C) kills the subprocess, so
   no orphan training process is left holding the CPU.
   """
-  args = [sys.executable, "-m", "mtf_switch.cli", f"--model_dir={model_dir}"]
+  args = ["-m", "mtf_switch.cli", f"--model_dir={model_dir}"]
   args += [f"--module_import={m}" for m in module_imports]
   args += [f"--gin_file={g}" for g in gin_files]
   args += [f"--gin_param={p}" for p in gin_params]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-             PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
   os.makedirs(model_dir, exist_ok=True)
   log_path = log_path or os.path.join(os.path.dirname(os.path.abspath(model_dir)),
                                       f"{label}.log")
+  return run_python(args, label, log_path, on_line, on_start,
+                    what=f"switch_mesh_transformer ({model_dir})")
+
+
+def run_python(args: Sequence[str], label: str, log_path: str,
+               on_line: Optional[Callable[[str], None]] = None,
+               on_start: Optional[Callable[[subprocess.Popen], None]] = None,
+               what: str = "", env: Optional[Dict[str, str]] = None) -> str:
+  """Runs ``python *args`` from the repository root as run_cli does; returns its log.
+
+  env: further environment variables for the process.
+  """
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+             PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
+             **(env or {}))
   os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
   lines = []
   with open(log_path, "a", encoding="utf-8") as log_file:
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     if on_start:
       on_start(proc)
@@ -68,8 +81,8 @@ def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str],
   log = "".join(lines)
   if proc.returncode:
     sys.stderr.write(log[-5000:])
-    raise SystemExit(f"{label}: switch_mesh_transformer ({model_dir}) exited with "
-                     f"{proc.returncode}; full log: {log_path}")
+    raise SystemExit(f"{label}: {what or args[0]} exited with {proc.returncode}; "
+                     f"full log: {log_path}")
   return log
 
 

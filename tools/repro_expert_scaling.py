@@ -20,6 +20,7 @@ trained again on another machine.
 """
 
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -31,6 +32,7 @@ import repro_curves  # noqa: E402
 import repro_main  # noqa: E402
 import repro_outputs as outputs  # noqa: E402
 import repro_report  # noqa: E402
+import repro_runs  # noqa: E402
 import repro_scaling_plots  # noqa: E402
 from repro_settings import DEFAULT_TASK, Variant  # noqa: E402
 
@@ -282,21 +284,23 @@ def write_results(curves: dict, settings: dict, flags, started: float, failures:
   repro_scaling_plots.plot_quality_with_seeds(os.path.join(results_dir, "quality.png"),
                                               grouped(curves), title)
   repro_scaling_plots.plot_speedups(os.path.join(results_dir, "speedup.png"), rows)
-  records = repro_scaling_plots.routing_records(os.path.join(results_dir, "models"), curves)
+  records_dir = os.path.join(results_dir, "models")
+  if flags.replay_routing:
+    replay_missing_routing(curves, settings, flags, records_dir)
+  records = repro_scaling_plots.routing_records(records_dir, curves)
   load_plots = []
-  for name, scalars in records.items():
+  for name, (scalars, source) in records.items():
     path = os.path.join(results_dir, f"expert_load_{name}.png")
-    if repro_scaling_plots.plot_expert_load(path, scalars, name):
-      load_plots.append(f"![expert load of {name}]({os.path.basename(path)})")
+    if repro_scaling_plots.plot_expert_load(path, scalars, name, source):
+      load_plots.append(f"![expert load of {name}]({os.path.basename(path)})" +
+                        (f"\n\n{name}: {source}." if source else ""))
   silent = [name for name in curves if not name.startswith("dense") and name not in records]
   if silent:
-    # Mesh-TF's microbatch loop (tokens_per_microbatch_per_replica below the step's tokens)
-    # cannot carry summaries out, so such a run records no routing statistics: say so.
     load_plots.append(
-        f"No routing statistics were recorded for {', '.join(silent)}: their training ran "
-        "Mesh-TF's microbatch loop (the tiny gins' tokens_per_microbatch_per_replica = 2048 "
-        "is below a step's tokens), inside which summaries are skipped "
-        "(`mtf_switch/summaries.py`).")
+        f"No routing statistics were recorded for {', '.join(silent)}: they were trained "
+        "before `mtf_switch/summaries.py` carried them out of Mesh-TF's microbatch loop "
+        "(the tiny gins' tokens_per_microbatch_per_replica = 2048 is below a step's "
+        "tokens). `--replay_routing` replays them from the checkpoints.")
   seeded = f"switch_{flags.seeded_experts}"
   return outputs.write_markdown(os.path.join(results_dir, "README.md"), [
       "# Expert scaling at fixed FLOPs per token (paper Figures 1 and 4, Appendix D)",
@@ -316,8 +320,8 @@ def write_results(curves: dict, settings: dict, flags, started: float, failures:
       "`curves.csv`; per-model records (curves, routing statistics): `models/`.",
       "## Expert load per Switch layer over training\n\n"
       "Each expert's share of the tokens times the number of experts (1.0 = balanced), "
-      "from the training summaries every 100 steps, with the fraction of tokens dropped "
-      "(over capacity).\n\n" + "\n\n".join(load_plots) if load_plots else "",
+      "from the training summaries at every checkpoint (or replayed from the checkpoints, "
+      "where a model says so), with the fraction of tokens dropped (over capacity).\n\n" + "\n\n".join(load_plots) if load_plots else "",
       "".join(f"* {name}: {reason}\n" for name, reason in failures.items()),
       passes_text(settings, design),
       f"Paper: {PAPER_CLAIM}",
@@ -326,7 +330,23 @@ def write_results(curves: dict, settings: dict, flags, started: float, failures:
   ])
 
 
+def replay_missing_routing(curves: dict, settings: dict, flags, records_dir: str) -> None:
+  """Replays the routing of every Switch model of this run whose record holds none."""
+  for variant in _variants(flags):
+    if variant.name not in curves or variant.name.startswith("dense"):
+      continue
+    path = os.path.join(records_dir, f"{variant.name}.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        if json.load(f).get("training_scalars"):
+          continue
+    repro_runs.replay_routing(variant, settings, flags.output_dir, records_dir)
+
+
 def _add_flags(parser) -> None:
+  parser.add_argument("--replay_routing", action="store_true",
+                      help="replay the routing statistics of Switch models whose records hold "
+                           "none from their checkpoints (tools/replay_routing.py)")
   parser.add_argument("--design", default=CHOSEN_DESIGN, choices=sorted(DESIGNS),
                       help="how the comparison is set up (default: the pilot's choice)")
   parser.add_argument("--experts", type=int, nargs="+", default=list(EXPERT_COUNTS),

@@ -16,6 +16,10 @@ Files of one variant, under ``--output_dir``/<variant>/ (the model_dir):
     cpu_seconds.json              {checkpoint step: the trainer's CPU seconds up to it}
     eval_{batches}x{batch}.json   {checkpoint step: eval neg log perplexity}
     logs/*.log                    full CLI logs
+
+A Switch model whose record holds no routing statistics (trained before they left Mesh-TF's
+microbatch loop) can have them replayed from its checkpoints (``replay_routing``, through
+tools/replay_routing.py), into ``{records_dir}/{name}.routing_replay.json``.
 """
 
 import json
@@ -27,6 +31,11 @@ from typing import Callable, Optional, Sequence
 import cli_runs  # sibling modules: the scripts put tools/ on sys.path
 import run_results
 from repro_settings import CPU_MESH, EVAL_SEED, TRAINING_SETTINGS, Variant
+
+REPLAY_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "replay_routing.py")
+# Fixed validation batches the routing replay runs at every checkpoint (the evaluation's
+# sample: its seed and batch size; 4 of its batches).
+REPLAY_BATCHES = 4
 
 # absl repeats every INFO line in its own format; matching only TF's own prefix reads each once.
 # Progress only: the figures themselves are read from checkpoints and TensorBoard events.
@@ -324,3 +333,38 @@ def run_variants(variants: Sequence[Variant], settings: dict, output_dir: str,
       _write_record(records_dir, variant, settings, curves[variant.name], output_dir)
     print(f"== {variant.name} done in {time.time() - started:.0f} s", flush=True)
   return curves
+
+
+def routing_replay_path(records_dir: str, name: str) -> str:
+  return os.path.join(records_dir, f"{name}.routing_replay.json")
+
+
+def replay_routing(variant: Variant, settings: dict, output_dir: str, records_dir: str,
+                   batches: int = REPLAY_BATCHES) -> Optional[str]:
+  """Replays the routing statistics of a model's checkpoints; the file written, or None.
+
+  tools/replay_routing.py rebuilds the model's training step (its gin files and parameters,
+  the evaluation's input seed), restores each checkpoint and runs the forward pass in training
+  mode on ``batches`` fixed validation batches. Checkpoints already in the file are not
+  replayed again; a model without checkpoints here (another machine) is left as it is.
+  """
+  model_dir = os.path.join(output_dir, variant.name)
+  path = routing_replay_path(records_dir, variant.name)
+  steps = run_results.checkpoint_steps(model_dir) if os.path.isdir(model_dir) else []
+  if not steps:
+    return path if os.path.exists(path) else None
+  if os.path.exists(path):
+    with open(path) as f:
+      if set(steps) <= set(json.load(f).get("steps", [])):
+        return path
+  print(f"{variant.name}: replaying routing at {len(steps)} checkpoints ({batches} validation "
+        f"batches each)", flush=True)
+  params = (_base_params(settings) + list(variant.gin_params) +
+            [f"mesh_train_dataset_fn.seed = {EVAL_SEED}"])
+  args = [REPLAY_SCRIPT, "--model_dir", model_dir, "--output", path, "--batches",
+          str(batches), "--", *[f"--gin_file={g}" for g in _gin_files(variant, settings)],
+          *[f"--gin_param={p}" for p in params]]
+  log_path = os.path.join(model_dir, "logs", f"replay_{time.strftime('%Y%m%d-%H%M%S')}.log")
+  cli_runs.run_python(args, f"replay-{variant.name}", log_path, on_line=lambda line: None,
+                      what="tools/replay_routing.py")
+  return path

@@ -68,17 +68,31 @@ def plot_speedups(path: str, rows: list) -> None:
 
 
 def routing_records(records_dir: str, curves: dict) -> dict:
-  """{model: training scalars} of the Switch models' records written by repro_runs."""
+  """{model: (scalars, source)} of the Switch models, scalars being {tag: {step: value}}.
+
+  From the training summaries kept in the model's record (written by repro_runs), else from a
+  replay of its checkpoints (``{name}.routing_replay.json``, tools/replay_routing.py). The
+  source is "" for training summaries, else a phrase that says how the replay measured them.
+  """
   found = {}
   for name in curves:
-    path = os.path.join(records_dir, f"{name}.json")
-    if name.startswith("dense") or not os.path.exists(path):
+    if name.startswith("dense"):
       continue
-    with open(path) as f:
-      scalars = json.load(f).get("training_scalars", {})
+    scalars, source = {}, ""
+    path = os.path.join(records_dir, f"{name}.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        scalars = json.load(f).get("training_scalars", {})
+    replay_path = os.path.join(records_dir, f"{name}.routing_replay.json")
+    if not scalars and os.path.exists(replay_path):
+      with open(replay_path) as f:
+        replay = json.load(f)
+      scalars = replay["scalars"]
+      source = (f"replayed at each checkpoint: training-mode routing on {replay['batches']} "
+                f"fixed {replay['split']} batches of {replay['batch_size']}")
     if scalars:
-      found[name] = {tag: {int(s): v for s, v in values.items()}
-                     for tag, values in scalars.items()}
+      found[name] = ({tag: {int(s): v for s, v in values.items()}
+                      for tag, values in scalars.items()}, source)
   return found
 
 
@@ -98,8 +112,11 @@ def load_by_layer(scalars: dict) -> dict:
   return table
 
 
-def plot_expert_load(path: str, scalars: dict, name: str) -> bool:
-  """Writes the heatmaps; False (nothing written) when there are no per-expert loads."""
+def plot_expert_load(path: str, scalars: dict, name: str, source: str = "") -> bool:
+  """Writes the heatmaps; False (nothing written) when there are no per-expert loads.
+
+  source: how the scalars were measured when not by the training summaries (a subtitle).
+  """
   table = load_by_layer(scalars)
   if not table:
     return False
@@ -125,7 +142,8 @@ def plot_expert_load(path: str, scalars: dict, name: str) -> bool:
     line.set_xlim(steps[0], steps[-1])
     line.grid(alpha=0.3)
   fig.colorbar(image, ax=[row[-1] for row in axes][:1], label="expert load (1.0 = balanced)")
-  fig.suptitle(f"{name}: expert load per Switch layer during training")
+  fig.suptitle(f"{name}: expert load per Switch layer during training"
+               + (f"\n({source})" if source else ""))
   save(fig, path)
   return True
 
