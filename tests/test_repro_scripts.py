@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 import repro_curves  # noqa: E402
 import repro_expert_scaling  # noqa: E402
 import repro_expert_scaling_pilot  # noqa: E402
+import repro_scaling_plots  # noqa: E402
 import repro_stability  # noqa: E402
 import repro_table1  # noqa: E402
 
@@ -260,6 +261,15 @@ def test_stability_bfloat16_row(tmp_path):
   # --num_experts reaches the trained model and the description of what ran.
   assert any("mtf_switch.SwitchFFN.num_experts = 4" in c for c in commands)
   assert "a Switch layer of 4 experts" in markdown
+
+
+def test_routing_summary_reads_the_first_and_last_step_of_each_layer():
+  scalars = {"moe/dec/layer_1/expert_load/000": {0: 1.5, 100: 1.25, 200: 1.1},
+             "moe/dec/layer_1/expert_load/001": {0: 0.5, 100: 0.75, 200: 0.9},
+             "moe/dec/layer_1/dropped_fraction": {0: 0.25, 100: 0.1, 200: 0.04}}
+  assert repro_scaling_plots.routing_summary("switch_2", scalars) == (
+      "switch_2: `dec/layer_1` drops 25.0% of tokens at step 0 and 4.0% at step 200; its "
+      "busiest expert carries 1.50x then 1.10x the balanced load.")
 
 
 def test_precision_gaps_give_the_end_and_the_worst_checkpoint():

@@ -293,7 +293,8 @@ def write_results(curves: dict, settings: dict, flags, started: float, failures:
     path = os.path.join(results_dir, f"expert_load_{name}.png")
     if repro_scaling_plots.plot_expert_load(path, scalars, name, source):
       load_plots.append(f"![expert load of {name}]({os.path.basename(path)})" +
-                        (f"\n\n{name}: {source}." if source else ""))
+                        (f"\n\n{name}: {source}." if source else "") +
+                        f"\n\n{repro_scaling_plots.routing_summary(name, scalars)}")
   silent = [name for name in curves if not name.startswith("dense") and name not in records]
   if silent:
     load_plots.append(

@@ -112,6 +112,20 @@ def load_by_layer(scalars: dict) -> dict:
   return table
 
 
+def routing_summary(name: str, scalars: dict) -> str:
+  """One line: each layer's dropped tokens and busiest expert's load, first and last step."""
+  parts = []
+  for layer, (steps, loads, dropped) in load_by_layer(scalars).items():
+    if not steps:
+      continue
+    busiest = [max(row[i] for row in loads) for i in (0, -1)]
+    drop = ["?" if d is None else f"{100 * d:.1f}%" for d in (dropped[0], dropped[-1])]
+    parts.append(f"`{_short_layer(layer)}` drops {drop[0]} of tokens at step {steps[0]} and "
+                 f"{drop[1]} at step {steps[-1]}; its busiest expert carries {busiest[0]:.2f}x "
+                 f"then {busiest[1]:.2f}x the balanced load")
+  return f"{name}: " + "; ".join(parts) + "." if parts else ""
+
+
 def plot_expert_load(path: str, scalars: dict, name: str, source: str = "") -> bool:
   """Writes the heatmaps; False (nothing written) when there are no per-expert loads.
 
@@ -121,7 +135,7 @@ def plot_expert_load(path: str, scalars: dict, name: str, source: str = "") -> b
   if not table:
     return False
   plt = pyplot()
-  from matplotlib import colors
+  from matplotlib import colors, ticker
 
   fig, axes = plt.subplots(2, len(table), figsize=(5.5 * len(table), 6.5), squeeze=False,
                            gridspec_kw={"height_ratios": [3, 1]})
@@ -136,12 +150,18 @@ def plot_expert_load(path: str, scalars: dict, name: str, source: str = "") -> b
                         extent=(steps[0], steps[-1], len(loads) - 0.5, -0.5))
     heat.set_title(_short_layer(layer), fontsize="small")
     heat.set_ylabel("expert")
+    heat.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     line.plot(steps, [100 * d if d is not None else math.nan for d in dropped], marker=".")
     line.set_ylabel("tokens dropped (%)")
     line.set_xlabel("training step")
     line.set_xlim(steps[0], steps[-1])
     line.grid(alpha=0.3)
-  fig.colorbar(image, ax=[row[-1] for row in axes][:1], label="expert load (1.0 = balanced)")
+  # One colour bar for the whole figure, so that every layer's panels keep the same width and
+  # the dropped-token plots stay under their heatmaps.
+  bar = fig.colorbar(image, ax=[a for row in axes for a in row], shrink=0.7,
+                     label="expert load (1.0 = balanced)")
+  ticks = [1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8]
+  bar.set_ticks(ticks, labels=["1/8", "1/4", "1/2", "1", "2", "4", "8"])
   fig.suptitle(f"{name}: expert load per Switch layer during training"
                + (f"\n({source})" if source else ""))
   save(fig, path)
