@@ -119,9 +119,13 @@ def test_expert_scaling_runs_and_resumes(tmp_path, capsys):
   out = capsys.readouterr().out
   assert ": training " not in out and ": evaluating " not in out
   assert _csv(results / "curves.csv") == rows
-  # --report_only writes the same results from what is on disk.
+  # --report_only writes the same results from what is on disk, and names the command that
+  # trained the models, not itself.
   assert repro_expert_scaling.main(argv + ["--report_only"]) == 0
   assert _csv(results / "curves.csv") == rows
+  (command,) = [line for line in (results / "README.md").read_text().splitlines()
+                if line.startswith("* command: ")]
+  assert "--experts 2" in command and "--report_only" not in command, command
   _check_routing_replay(tmp_path, argv, results, record)
 
   # On another machine (no model directories), the committed records stand in for the models.

@@ -8,7 +8,7 @@ beside session.run alone. Variants run in rounds,
 in an order that rotates from round to round, so that a change in machine load falls on all
 of them alike; each process also times a dense [2048, 512] x [512, 2048] matmul, the cores'
 reference. Reported per variant: median step seconds, steps/s, examples/s, executed matmul
-GFLOP per step, achieved GFLOP/s, and examples/s relative to the first variant of its model.
+GFLOP per step, achieved GFLOP/s, and examples/s relative to the first variant of its model and to dense.
 Prints a markdown table and a JSON line.
 
   PYTHONPATH=. python tools/bench_cli_training.py               # ~10 min on a quiet 2-core CPU
@@ -19,6 +19,14 @@ Variants:
                       every committed run before mtf_switch.GatherVocabEmbedding existed
   default             the model's gin as committed (index lookups)
   xla                 default with TF_XLA_FLAGS="--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
+  all_slots           Switch only: the experts run on every capacity slot (Mesh-TF einsums,
+                      mtf_switch.SwitchFFN.skip_empty_slots = False) instead of the packed
+                      filled slots
+  einsum_dispatch     Switch only: the paper's one-hot dispatch and combine einsums
+                      (mtf_switch.SwitchFFN.dispatch_path = "einsum")
+
+  PYTHONPATH=. python tools/bench_cli_training.py --models switch \
+      --variants default,all_slots,einsum_dispatch
 """
 
 import argparse
@@ -34,6 +42,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {"dense": "models/t5_tiny.gin", "switch": "models/switch_tiny.gin"}
 ONE_HOT = "transformer.get_vocab_embedding_cls.cls = @transformer.VocabEmbedding"
 XLA_FLAGS = "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
+# Variants that only change a Switch layer: the gin binding each adds.
+SWITCH_VARIANTS = {"all_slots": "mtf_switch.SwitchFFN.skip_empty_slots = False",
+                   "einsum_dispatch": 'mtf_switch.SwitchFFN.dispatch_path = "einsum"'}
+VARIANTS = ("one_hot_embedding", "default", "xla", *SWITCH_VARIANTS)
 
 
 def run_variant(model: str, variant: str, args) -> dict:
@@ -49,6 +61,8 @@ def run_variant(model: str, variant: str, args) -> dict:
     command.append(f"--gin_param={ONE_HOT}")
   if variant == "xla":
     env["TF_XLA_FLAGS"] = XLA_FLAGS
+  if variant in SWITCH_VARIANTS:
+    command.append(f"--gin_param={SWITCH_VARIANTS[variant]}")
   with tempfile.TemporaryDirectory(prefix=f"bench_{model}_{variant}_") as model_dir:
     command.append(f"--model_dir={model_dir}")
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -67,7 +81,10 @@ def main(argv=None) -> int:
   parser.add_argument("--timed_steps", type=int, default=40)
   parser.add_argument("--batch_size", type=int, default=32, help="sequences per step")
   parser.add_argument("--task", default="switch_pydocs_span_corruption")
-  parser.add_argument("--with_xla", action="store_true")
+  parser.add_argument("--with_xla", action="store_true", help="add the xla variant")
+  parser.add_argument("--variants", default="one_hot_embedding,default",
+                      help=f"comma-separated, some of {', '.join(VARIANTS)}; the first is "
+                           "each model's baseline")
   args = parser.parse_args(argv)
   models = args.models.split(",")
   for model in models:
@@ -76,8 +93,12 @@ def main(argv=None) -> int:
   for name in ("rounds", "warmup_steps", "timed_steps", "batch_size"):
     if getattr(args, name) < 1:
       parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-  variants = ["one_hot_embedding", "default"] + (["xla"] if args.with_xla else [])
-  runs = [(m, v) for m in models for v in variants]
+  variants = args.variants.split(",") + (["xla"] if args.with_xla else [])
+  for variant in variants:
+    if variant not in VARIANTS:
+      parser.error(f"--variants: unknown variant {variant!r}; expected some of {VARIANTS}")
+  runs = [(m, v) for m in models for v in variants
+          if m == "switch" or v not in SWITCH_VARIANTS]
 
   samples = {run: [] for run in runs}
   for round_index in range(args.rounds):
@@ -115,7 +136,7 @@ def main(argv=None) -> int:
   for row in rows:
     base = baseline.get(row["model"])
     if base and "error" not in row:
-      row["examples_per_second_vs_one_hot"] = round(
+      row["examples_per_second_vs_first_variant"] = round(
           row["examples_per_second"] / base["examples_per_second"], 3)
   dense_default = next((r for r in rows if r["model"] == "dense" and r["variant"] == "default"
                         and "error" not in r), None)
@@ -127,7 +148,7 @@ def main(argv=None) -> int:
   print(f"\n{args.batch_size} sequences per step, {args.timed_steps} timed steps after "
         f"{args.warmup_steps} warm-up, {args.rounds} rounds; {platform.processor() or 'cpu'}, "
         f"{os.cpu_count()} cores\n")
-  print("| model | variant | s/step | session.run s | steps/s | examples/s | x one-hot | "
+  print(f"| model | variant | s/step | session.run s | steps/s | examples/s | x {variants[0]} | "
         "x dense | matmul GFLOP/step | GFLOP/s | ref. matmul GFLOP/s |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
@@ -137,7 +158,7 @@ def main(argv=None) -> int:
     print(f"| {r['model']} | {r['variant']} | {r['step_seconds']:.3f} | "
           f"{r['session_run_seconds']:.3f} | "
           f"{r['steps_per_second']:.2f} | {r['examples_per_second']:.1f} | "
-          f"{r.get('examples_per_second_vs_one_hot', '')} | "
+          f"{r.get('examples_per_second_vs_first_variant', '')} | "
           f"{r.get('examples_per_second_vs_dense', '')} | {r['matmul_gflop_per_step']:.2f} | "
           f"{r['achieved_gflops']:.1f} | {r['reference_matmul_gflops']:.1f} |")
   print(json.dumps({"batch_size": args.batch_size, "timed_steps": args.timed_steps,

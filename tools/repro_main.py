@@ -59,9 +59,13 @@ def main(reproduction: Reproduction, argv: Optional[Sequence[str]] = None) -> in
   if reproduction.task_of is not None:
     settings["task"] = reproduction.task_of(flags, settings["task"])
   settings["command"] = repro_settings.command_line(reproduction.path, argv)
+  if flags.report_only:
+    # A report of a run made earlier names the command that trained it, not this one.
+    settings["command"] = repro_settings.recorded_command(flags.output_dir) or settings["command"]
   extra = reproduction.extra_settings(flags)
   settings.update(extra)
   repro_settings.check_settings(flags.output_dir, settings, extra_keys=tuple(extra))
+  settings["report_only"] = flags.report_only  # for the report only: not recorded
   chosen = [v for v in reproduction.variants(flags) if not flags.only or v.name in flags.only]
   failures = {}
   curves = repro_runs.run_variants(chosen, settings, flags.output_dir, failures,

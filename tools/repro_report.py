@@ -8,7 +8,7 @@ from typing import Optional
 from repro_settings import EVAL_SEED
 
 
-def machine_description() -> str:
+def machine_description(with_load: bool = True) -> str:
   """CPU model, cores, memory and load, so a reader can scale the timings to their machine."""
   cpu = platform.processor() or platform.machine()
   try:
@@ -24,6 +24,8 @@ def machine_description() -> str:
     memory = f", {kib / 2**20:.0f} GiB RAM"
   except (OSError, StopIteration):
     pass
+  if not with_load:
+    return f"{os.cpu_count()} x {cpu}{memory}"
   load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
   return f"{os.cpu_count()} x {cpu}{memory}{load} (at the end of the run)"
 
@@ -33,16 +35,21 @@ def run_description(settings: dict, command: str, wall_seconds: float, sizes: st
   """The 'what was run' section every results markdown carries."""
   tokens = settings["steps"] * settings["batch_size"]
   trained = sum((c[-1]["train_seconds"] or 0.0) for c in (curves or {}).values() if c)
+  now = datetime.datetime.now(datetime.timezone.utc)
   return "\n".join([
       "## What ran",
       "",
       f"* command: `{command}`",
-      f"* finished {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; this "
-      f"invocation took {wall_seconds / 60:.1f} min (models already trained or evaluated by an "
-      f"earlier invocation are not counted); training seconds summed over the "
-      f"{len(curves or {})} models reported: {trained / 60:.1f} min (start-up and evaluation "
-      f"excluded)",
-      f"* machine: {machine_description()}",
+      *([f"* report written {now:%Y-%m-%d %H:%M} UTC by `--report_only` from models trained "
+         f"earlier; training seconds summed over the {len(curves or {})} models reported: "
+         f"{trained / 60:.1f} min (start-up and evaluation excluded)",
+         f"* machine the report was written on: {machine_description(with_load=False)}"]
+        if settings.get("report_only") else
+        [f"* finished {now:%Y-%m-%d %H:%M} UTC; this invocation took {wall_seconds / 60:.1f} min "
+         f"(models already trained or evaluated by an earlier invocation are not counted); "
+         f"training seconds summed over the {len(curves or {})} models reported: "
+         f"{trained / 60:.1f} min (start-up and evaluation excluded)",
+         f"* machine: {machine_description()}"]),
       f"* task: `{settings['task']}` (training split; evaluation on its validation split, every "
       f"20th line of the text)",
       f"* training: {settings['steps']} steps x {settings['batch_size']} sequences "

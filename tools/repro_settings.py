@@ -114,6 +114,15 @@ def check_settings(output_dir: str, settings: dict, extra_keys: Sequence[str] = 
     json.dump(settings, f, indent=2)
 
 
+def recorded_command(output_dir: str) -> Optional[str]:
+  """The command recorded in output_dir's settings.json (the run's own), if any."""
+  path = os.path.join(output_dir, "settings.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f).get("command")
+
+
 def command_line(script_path: str, argv: Optional[Sequence[str]]) -> str:
   """The command that reproduces this run (argv: the script's arguments; None = sys.argv)."""
   args = sys.argv[1:] if argv is None else list(argv)
