@@ -12,6 +12,12 @@ The TensorFlow ops that Mesh-TF creates when it lowers the graph, which include 
 initialisers, then draw deterministic seeds of their own, so two runs of the same
 configuration start from identical weights. Unbound (the default), nothing changes.
 
+What it does not fix: the noise of Mesh-TF's own random ops (dropout, the router's input
+jitter) on a placement mesh. ``PlacementMeshImpl.random`` gives each such op an explicit seed,
+``hash(f"{random.random()},{slice}")``, from Python's unseeded random module and per-process
+string hashing, so two runs with one seed draw different noise after the same first weights
+(and, inside Mesh-TF's microbatch loop, one stateful op serves every microbatch).
+
 How: ``install()`` wraps the ``tpu_config`` module that ``mesh_tensorflow.transformer.utils``
 holds, and its ``RunConfig`` adds ``tf_random_seed`` when a seed is bound. The wrapper lives in
 that module's namespace only; TensorFlow's own ``tpu_config`` is untouched. Importing
