@@ -47,7 +47,7 @@ TensorFlow op exists.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Union
 
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
@@ -190,7 +190,7 @@ class _RoutedExperts(transformer.TransformerLayer):
                router_dtype: Optional[str] = None,
                summaries: bool = True,
                dispatch_path: str = "auto",
-               skip_empty_slots: bool = True,
+               skip_empty_slots: Union[bool, str] = "auto",
                fixed_expert_capacity: Optional[int] = None,
                **router_keywords):
     """Configures the layer; every value is checked here, before any TensorFlow op.
@@ -217,7 +217,10 @@ class _RoutedExperts(transformer.TransformerLayer):
       dispatch_path: "auto", "einsum" or "gather" (see the module docstring).
       skip_empty_slots: on the gather path, outside TPU computations, run the expert FFN on
         the filled capacity slots only (``packed_experts``) when each device holds whole
-        d_model and d_ff rows; the same results, fewer FLOPs below full capacity.
+        d_model and d_ff rows; the same results, fewer FLOPs below full capacity. True or
+        False; "auto" (the default) packs only experts large enough for it to pay
+        (``packed_experts.PACKED_MIN_WEIGHT_ELEMENTS``): small experts run faster as one
+        Mesh-TF einsum over every slot than as the packed FFN's many small matmuls.
       fixed_expert_capacity: None (capacity from the capacity factors), or an absolute number
         of slots per expert per group, used in training and evaluation alike (Hugging Face's
         ``expert_capacity``; with ``group_size`` = the sequence length it is HF's routing).
@@ -243,7 +246,10 @@ class _RoutedExperts(transformer.TransformerLayer):
     self.summaries = settings.boolean("summaries", summaries)
     dispatch_lib.check_path(dispatch_path)
     self.dispatch_path = dispatch_path
-    self.skip_empty_slots = settings.boolean("skip_empty_slots", skip_empty_slots)
+    if skip_empty_slots != "auto" and not isinstance(skip_empty_slots, bool):
+      raise ValueError(f"skip_empty_slots must be True, False or 'auto', got "
+                       f"{skip_empty_slots!r}")
+    self.skip_empty_slots = skip_empty_slots
     self.router = build_router(
         router, self._default_router, self.init_scale,
         router_policy_train=router_policy_train, router_policy_eval=router_policy_eval,
@@ -266,6 +272,16 @@ class _RoutedExperts(transformer.TransformerLayer):
     """Whether the experts have a filled-slots-only variant that this layout allows."""
     del layout, mesh_shape
     return False
+
+  def _skips_empty_slots(self, model_dim: mtf.Dimension) -> bool:
+    """skip_empty_slots resolved: "auto" asks the experts whether packing pays."""
+    if self.skip_empty_slots == "auto":
+      return self._packing_pays(model_dim)
+    return self.skip_empty_slots
+
+  def _packing_pays(self, model_dim: mtf.Dimension) -> bool:
+    del model_dim
+    return True
 
   def _check_layout(self, layout, mesh_shape) -> None:
     """Raises ValueError if an expert dimension does not divide its mesh dimension."""
@@ -366,7 +382,7 @@ class _RoutedExperts(transformer.TransformerLayer):
         # dimensions on it, and without the all-to-all the experts and groups would share it.
         experts_are_split=_has_mesh_dim(layout, mesh_shape, dims.experts),
         experts_can_pack=self._experts_can_pack(layout, mesh_shape),
-        skip_empty_slots=self.skip_empty_slots, model_dim_name=model_dim.name)
+        skip_empty_slots=self._skips_empty_slots(model_dim), model_dim_name=model_dim.name)
     return group_plan, dims, plan
 
   def _einsum_path(self, grouped, route, dims, plan, train, variable_dtype):
@@ -453,6 +469,9 @@ class _ExpertsFFN(_RoutedExperts):
       raise ValueError(
           f"hidden_size={self.hidden_size} is not divisible by the {hidden_split} devices of "
           f"the mesh dimension that the layout puts '{experts_lib.HIDDEN_DIM_NAME}' on")
+
+  def _packing_pays(self, model_dim: mtf.Dimension) -> bool:
+    return packed_experts.packing_pays(model_dim.size, self.hidden_size)
 
   def _experts_can_pack(self, layout, mesh_shape) -> bool:
     # The packed FFN multiplies whole expert_hidden rows on each device.

@@ -109,7 +109,7 @@ def test_op_builders_label_the_layer_stages():
     mesh = mtf.Mesh(mtf.Graph(), "mesh")
     dims = [mtf.Dimension("batch", 2), mtf.Dimension("length", 8), mtf.Dimension("d_model", 4)]
     layer = layers.SwitchFFN(num_experts=2, hidden_size=8, group_size=16, summaries=False,
-                             dispatch_path="gather")
+                             dispatch_path="gather", skip_empty_slots=True)
     layer.apply(mtf.zeros(mesh, dims), train=True, variable_dtype=mtf.VariableDType(tf.float32))
   labels = set(builders.labels.values())
   for stage in ("routing: Router.__call__ > Router._compute_router_probabilities",

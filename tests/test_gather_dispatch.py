@@ -17,7 +17,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.python.tpu import tpu_function
 
 from mesh_harness import run_on_mesh
-from mtf_switch import dispatch, layers
+from mtf_switch import dispatch, layers, packed_experts
 
 F32 = mtf.VariableDType(tf.float32)
 BF16 = mtf.VariableDType(tf.float32, tf.float32, tf.bfloat16)
@@ -308,7 +308,7 @@ def test_packed_ffn_gradient_stays_inside_its_layer_when_variables_are_stacked()
     x = mtf.zeros(mesh, _dims())
     for scope in ("first", "second", "third"):
       with tf.variable_scope(scope):
-        layer = layers.SwitchFFN(**dict(_COMMON, dispatch_path="gather"))
+        layer = layers.SwitchFFN(**dict(_COMMON, dispatch_path="gather", skip_empty_slots=True))
         x = layer.apply(x, train=True, variable_dtype=F32, layout=layout,
                         mesh_shape=mesh_shape).outputs
     loss = mtf.reduce_sum(x)
@@ -327,3 +327,21 @@ def test_packed_ffn_gradient_stays_inside_its_layer_when_variables_are_stacked()
     reaching_back = [n for n in gradient if "/gradients/first/" in n
                      or (scope == "third" and "/gradients/second/" in n)]
     assert not reaching_back, reaching_back[:3]
+
+
+def test_auto_packs_only_experts_large_enough_to_pay(monkeypatch):
+  # switch_tiny's experts (d_model 128 x d_ff 512) run on every slot; the benchmark's (512 x
+  # 2048) are packed; an explicit True or False is honoured at any size.
+  assert not packed_experts.packing_pays(128, 512)
+  assert packed_experts.packing_pays(512, 2048)
+  model = mtf.Dimension("d_model", 128)
+  assert not layers.SwitchFFN(hidden_size=512)._skips_empty_slots(model)
+  assert layers.SwitchFFN(hidden_size=512, skip_empty_slots=True)._skips_empty_slots(model)
+  big = mtf.Dimension("d_model", 512)
+  assert layers.SwitchFFN(hidden_size=2048)._skips_empty_slots(big)
+  assert not layers.SwitchFFN(hidden_size=2048, skip_empty_slots=False)._skips_empty_slots(big)
+  # The built graph follows the rule: this file's small layer is packed under "auto" only
+  # once the threshold is lowered below its size.
+  assert not _built_packed_ffn(_run("switch_drops", "gather", skip_empty_slots="auto"))
+  monkeypatch.setattr(packed_experts, "PACKED_MIN_WEIGHT_ELEMENTS", D_MODEL * HIDDEN)
+  assert _built_packed_ffn(_run("switch_drops", "gather", skip_empty_slots="auto"))

@@ -19,14 +19,16 @@ Variants:
                       every committed run before mtf_switch.GatherVocabEmbedding existed
   default             the model's gin as committed (index lookups)
   xla                 default with TF_XLA_FLAGS="--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
-  all_slots           Switch only: the experts run on every capacity slot (Mesh-TF einsums,
-                      mtf_switch.SwitchFFN.skip_empty_slots = False) instead of the packed
-                      filled slots
+  packed              Switch only: the experts run on the filled capacity slots only
+                      (mtf_switch.SwitchFFN.skip_empty_slots = True, packed_experts)
+  all_slots           Switch only: the experts run on every capacity slot (one Mesh-TF einsum,
+                      skip_empty_slots = False); "auto", the default, picks this for experts
+                      as small as switch_tiny's
   einsum_dispatch     Switch only: the paper's one-hot dispatch and combine einsums
                       (mtf_switch.SwitchFFN.dispatch_path = "einsum")
 
   PYTHONPATH=. python tools/bench_cli_training.py --models switch \
-      --variants default,all_slots,einsum_dispatch
+      --variants default,packed,all_slots,einsum_dispatch
 """
 
 import argparse
@@ -43,7 +45,8 @@ MODELS = {"dense": "models/t5_tiny.gin", "switch": "models/switch_tiny.gin"}
 ONE_HOT = "transformer.get_vocab_embedding_cls.cls = @transformer.VocabEmbedding"
 XLA_FLAGS = "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
 # Variants that only change a Switch layer: the gin binding each adds.
-SWITCH_VARIANTS = {"all_slots": "mtf_switch.SwitchFFN.skip_empty_slots = False",
+SWITCH_VARIANTS = {"packed": "mtf_switch.SwitchFFN.skip_empty_slots = True",
+                   "all_slots": "mtf_switch.SwitchFFN.skip_empty_slots = False",
                    "einsum_dispatch": 'mtf_switch.SwitchFFN.dispatch_path = "einsum"'}
 VARIANTS = ("one_hot_embedding", "default", "xla", *SWITCH_VARIANTS)
 
