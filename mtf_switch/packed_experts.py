@@ -45,9 +45,9 @@ _TF_ACTIVATIONS = {
 # holds at least this many elements. Below it the packed FFN's per-expert ops (split, two
 # matmuls, activation, a written-out gradient, scatter) cost more than the FLOPs of the empty
 # slots it skips, and one Mesh-TF einsum over every slot is faster. Measured, quiet 2-core
-# machine, side by side in one process: switch_tiny through the CLI (d_model 128, d_ff 512:
-# 2^16 elements, 8 experts) trained 1.25x faster on every slot (0.167 against 0.209 s/step,
-# tools/bench_cli_training.py --variants default,all_slots); bench_dispatch.py at d_model 512,
+# machine: switch_tiny through the CLI (d_model 128, d_ff 512: 2^16 elements, 8 experts)
+# trained faster on every slot in three of four paired rounds (1.38x, 1.12x, 1.16x, 0.89x;
+# tools/bench_cli_training.py, one process per variant and round); bench_dispatch.py at d_model 512,
 # d_ff 2048 (2^20) was 1.39x faster packed at 32 experts and 2.06x at 128. 2^18 lies between
 # the two measured sizes; neither side of it in between was measured.
 PACKED_MIN_WEIGHT_ELEMENTS = 1 << 18
