@@ -246,10 +246,7 @@ class _RoutedExperts(transformer.TransformerLayer):
     self.summaries = settings.boolean("summaries", summaries)
     dispatch_lib.check_path(dispatch_path)
     self.dispatch_path = dispatch_path
-    if skip_empty_slots != "auto" and not isinstance(skip_empty_slots, bool):
-      raise ValueError(f"skip_empty_slots must be True, False or 'auto', got "
-                       f"{skip_empty_slots!r}")
-    self.skip_empty_slots = skip_empty_slots
+    self.skip_empty_slots = settings.boolean_or_auto("skip_empty_slots", skip_empty_slots)
     self.router = build_router(
         router, self._default_router, self.init_scale,
         router_policy_train=router_policy_train, router_policy_eval=router_policy_eval,

@@ -49,7 +49,7 @@ _TF_ACTIVATIONS = {
 # trained faster on every slot in three of four paired rounds (1.38x, 1.12x, 1.16x, 0.89x;
 # tools/bench_cli_training.py, one process per variant and round); bench_dispatch.py at d_model 512,
 # d_ff 2048 (2^20) was 1.39x faster packed at 32 experts and 2.06x at 128. 2^18 lies between
-# the two measured sizes; neither side of it in between was measured.
+# the two measured sizes; no size in between was measured.
 PACKED_MIN_WEIGHT_ELEMENTS = 1 << 18
 
 

@@ -85,6 +85,13 @@ def boolean(name: str, value) -> bool:
   return value
 
 
+def boolean_or_auto(name: str, value):
+  """value, if it is a bool or the string "auto" (any other string is refused, as in boolean)."""
+  if value != "auto" and not isinstance(value, bool):
+    raise ValueError(f"{name} must be True, False or 'auto', got {value!r}")
+  return value
+
+
 def configurable(cls):
   """gin.configurable(module="mtf_switch") that knows every argument of the __init__ chain.
 
