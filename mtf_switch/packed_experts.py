@@ -3,8 +3,8 @@
 ``experts.expert_ffn`` runs Mesh-TF einsums over every capacity slot, filled or not, in any
 layout. Routing fills each (expert, group)'s slots from slot 0 up, so the filled rows are a
 known prefix; ``packed_expert_ffn`` packs them into one [filled, d_model] matrix, lets each
-expert multiply its own run of rows, and scatters the results back (empty slots are zero, as
-they are in ``expert_ffn``: no biases, and every activation maps 0 to 0). At capacity factor
+expert multiply its own run of rows, and writes the results back to their slots (empty slots
+are zero, as they are in ``expert_ffn``: no biases, and every activation maps 0 to 0). At capacity factor
 1.25 this skips the 20% of expert FLOPs that the static shapes spend on empty slots.
 
 Its gradient is written out (``_packed_slot_ffn``) for speed: TensorFlow's own would multiply
@@ -58,14 +58,18 @@ def packing_pays(d_model: int, hidden_size: int) -> bool:
   return d_model * hidden_size >= PACKED_MIN_WEIGHT_ELEMENTS
 
 
-# Weight gradients: up to this many capacity slots per expert (groups x capacity, in one
-# slice), one batched matmul over all slots; beyond it, one matmul per expert on its filled
-# rows, stacked. The batched form multiplies the empty slots too (a quarter more weight-gradient
-# FLOPs at capacity factor 1.25), the stacked one copies every weight gradient once (tf.stack)
-# and runs many small matmuls. bench_dispatch.py, quiet 2-core machine, d_model 512, d_ff 2048:
-# at 80 slots per expert (128 experts, 8192 tokens) the batched form was 7-9% faster and held
-# 730 MB of working memory instead of 2080; at 320 (32 experts) 8-13% slower. 160 is between.
-BATCHED_WEIGHT_GRADIENT_MAX_SLOTS = 160
+# The backward: up to this many capacity slots per expert (groups x capacity, in one slice),
+# every product is one batched matmul over all slots; beyond it, one matmul per expert on its
+# filled rows, the weight gradients stacked. The batched form multiplies the empty slots too
+# (a quarter more backward FLOPs at capacity factor 1.25), the per-expert one runs many small
+# matmuls and copies every weight gradient once (tf.stack). bench_dispatch.py, quiet 2-core
+# machine, d_model 512, d_ff 2048, weight gradients alone: at 80 slots per expert (128
+# experts, 8192 tokens) batched was 7-9% faster and held 730 MB of working memory instead of
+# 2080; at 320 (32 experts) 8-13% slower. Input gradients batched too, at 80 slots: the step
+# 1-4% faster in two paired runs (1.49 -> 1.47, 1.46 -> 1.43 x dense), with 151 backward ops
+# instead of 663 (tools/bench_expert_matmuls.py: 66 and 62 ms against 68 and 77 per expert).
+# 160 is between.
+BATCHED_BACKWARD_MAX_SLOTS = 160
 
 
 def _wi_names(activation: str):
@@ -98,6 +102,18 @@ def _transposed_product(a, b):
   return tf.transpose(tf.matmul(b, a, transpose_b=True))
 
 
+def _batched_transposed_product(a, b):
+  """a[i] . b[i]^T for a [e, m, k] and b [e, n, k]: ``_transposed_product`` per expert i.
+
+  The size rule reads one expert's matrix b[i], as ``_transposed_product`` reads its b.
+  """
+  weight_bytes = b.shape[1:].num_elements() * b.dtype.size
+  if weight_bytes < TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES:
+    return tf.matmul(a, b, transpose_b=True)
+  return tf.transpose(tf.matmul(b, a, transpose_b=True), [0, 2, 1])
+
+
+
 def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
   """tf slice function: the FFN of each expert on its filled slots only.
 
@@ -112,20 +128,25 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
     [e, g, c, d], zero in empty slots.
 
   The gradient is written out (``tf.custom_gradient``) rather than left to TensorFlow, for
-  speed only (the values are the same): the input gradient multiplies in the form
-  ``_transposed_product`` makes fast, the packed rows are gathered and split once, and the
-  elementwise part (activations, gating, dropout: the forward's own mask) is differentiated by
-  one ``tf.gradients`` call over every expert, and the weight gradients take the form that
-  suits the slot count (``BATCHED_WEIGHT_GRADIENT_MAX_SLOTS``).
+  speed only (the values are the same): the products take the layout that suits the slot
+  count (``BATCHED_BACKWARD_MAX_SLOTS``: batched over every slot, or per expert on its
+  filled rows), input gradients multiply in the form ``_transposed_product`` makes fast, and
+  the elementwise part (activations, gating, dropout: the forward's own mask) is
+  differentiated by one ``tf.gradients`` call over every expert's packed rows.
   """
   num_experts, num_groups, capacity, d_model = (slots.shape[i] for i in range(4))
-  num_rows = num_experts * num_groups * capacity
   hidden_width = kernels[-1].shape[1]
   slots_per_expert = num_groups * capacity
   counts = tf.cast(counts, tf.int32)
   filled = tf.sequence_mask(counts, capacity)  # [e, g, c]
-  rows = tf.where(tf.reshape(filled, [-1]))  # [n, 1] int64, ordered by expert
+  flat_filled = tf.reshape(filled, [-1])
+  rows = tf.where(flat_filled)  # [n, 1] int64, ordered by expert
   rows_per_expert = tf.reduce_sum(counts, axis=1)
+  # Where each expert's rows, and then the zero rows of the empty slots, go in the slot
+  # layout (int32: the index type tf.dynamic_stitch takes).
+  empty_rows = tf.cast(tf.where(tf.logical_not(flat_filled))[:, 0], tf.int32)
+  stitch_indices = (tf.split(tf.cast(rows[:, 0], tf.int32), rows_per_expert, num=num_experts)
+                    + [empty_rows])
 
   # The index tensors are arguments (with no gradient): tf.custom_gradient looks for variables
   # behind every differentiable op between its arguments and its results, and would walk
@@ -137,8 +158,15 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
       """[n, k] packed rows -> one [rows of expert i, k] piece per expert."""
       return tf.split(packed, rows_per_expert, num=num_experts)
 
-    def scatter_to_slots(pieces, width):
-      return tf.reshape(tf.scatter_nd(rows, tf.concat(pieces, axis=0), [num_rows, width]),
+    def to_slots(pieces, width):
+      """One [rows of expert i, width] piece per expert -> [e, g, c, width], empty slots 0.
+
+      One tf.dynamic_stitch writes every piece to its slots: tf.scatter_nd would need the
+      pieces concatenated first, a copy of every row (bench_dispatch.py, 128 experts: the
+      step 4-5% faster, 1.52 -> 1.48 and 1.53 -> 1.51 x dense in two paired runs).
+      """
+      zeros = tf.zeros(tf.stack([tf.size(empty_rows), width]), pieces[0].dtype)
+      return tf.reshape(tf.dynamic_stitch(stitch_indices, list(pieces) + [zeros]),
                         [num_experts, num_groups, capacity, width])
 
     inputs = per_expert(tf.gather_nd(tf.reshape(slots, [-1, d_model]), rows))
@@ -158,15 +186,44 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
       hiddens.append(hidden)
       outputs.append(tf.matmul(hidden, wo_kernels[expert]))
 
-    def gradient(d_slots):
-      d_outputs = per_expert(tf.gather_nd(tf.reshape(d_slots, [-1, d_model]), rows))
-      d_hiddens = [_transposed_product(d_out, wo)
-                   for d_out, wo in zip(d_outputs, wo_kernels, strict=True)]
+    def elementwise_gradient(d_hiddens):
+      """Per expert, the gradients of its pre-activations (one per wi kernel)."""
       flat_pres = [pre for pres in pre_activations for pre in pres]
       d_flat_pres = tf.gradients(hiddens, flat_pres, grad_ys=d_hiddens,
                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
       factors = len(wi_kernels)
-      d_pres = [d_flat_pres[i * factors:(i + 1) * factors] for i in range(num_experts)]
+      return [d_flat_pres[i * factors:(i + 1) * factors] for i in range(num_experts)]
+
+    def by_slot(tensor, width):
+      return tf.reshape(tensor, [num_experts, slots_per_expert, width])
+
+    def slot_layout_gradient(d_slots):
+      """Every product batched over the experts' slots; only the elementwise part packed.
+
+      Empty slots are zero in slots, in the stitched hidden layer and in d_pre, so they add
+      nothing to any product; the rows of d_slots in empty slots are never read (the hidden
+      layer's gradient is gathered at the filled rows).
+      """
+      *wi_stacked, wo_stacked = kernels
+      d_slot_rows = by_slot(d_slots, d_model)
+      d_hidden_slots = _batched_transposed_product(d_slot_rows, wo_stacked)  # [e, s, h]
+      d_pres = elementwise_gradient(per_expert(
+          tf.gather_nd(tf.reshape(d_hidden_slots, [-1, hidden_width]), rows)))
+      d_pre_slots = [by_slot(to_slots([d_pre[k] for d_pre in d_pres], hidden_width),
+                             hidden_width) for k in range(len(wi_stacked))]
+      d_input = tf.add_n([_batched_transposed_product(d_pre_slot, kernel)
+                          for d_pre_slot, kernel in zip(d_pre_slots, wi_stacked, strict=True)])
+      d_wi = [tf.matmul(by_slot(slots, d_model), d_pre_slot, transpose_a=True)
+              for d_pre_slot in d_pre_slots]
+      d_wo = tf.matmul(by_slot(to_slots(hiddens, hidden_width), hidden_width), d_slot_rows,
+                       transpose_a=True)
+      return [tf.reshape(d_input, slots.shape), None, None] + d_wi + [d_wo]
+
+    def per_expert_gradient(d_slots):
+      """Every product per expert on its filled rows; weight gradients stacked."""
+      d_outputs = per_expert(tf.gather_nd(tf.reshape(d_slots, [-1, d_model]), rows))
+      d_pres = elementwise_gradient([_transposed_product(d_out, wo)
+                                     for d_out, wo in zip(d_outputs, wo_kernels, strict=True)])
       d_inputs = []
       for expert in range(num_experts):
         d_input = None
@@ -174,27 +231,16 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
           term = _transposed_product(d_pre, kernel[expert])
           d_input = term if d_input is None else d_input + term
         d_inputs.append(d_input)
-      if slots_per_expert <= BATCHED_WEIGHT_GRADIENT_MAX_SLOTS:
-        # One batched product per kernel over the slot layout (empty slots are zero in
-        # slots, hidden and d_pre, so they add nothing): no copy of the gradients.
-        def by_slot(tensor, width):
-          return tf.reshape(tensor, [num_experts, slots_per_expert, width])
+      d_wi = [tf.stack([tf.matmul(piece, d_pre[k], transpose_a=True)
+                        for piece, d_pre in zip(inputs, d_pres, strict=True)])
+              for k in range(len(wi_kernels))]
+      d_wo = tf.stack([tf.matmul(hidden, d_out, transpose_a=True)
+                       for hidden, d_out in zip(hiddens, d_outputs, strict=True)])
+      return [to_slots(d_inputs, d_model), None, None] + d_wi + [d_wo]
 
-        d_wi = [tf.matmul(by_slot(slots, d_model),
-                          by_slot(scatter_to_slots([d_pre[k] for d_pre in d_pres], hidden_width),
-                                  hidden_width), transpose_a=True)
-                for k in range(factors)]
-        d_wo = tf.matmul(by_slot(scatter_to_slots(hiddens, hidden_width), hidden_width),
-                         by_slot(d_slots, d_model), transpose_a=True)
-      else:
-        d_wi = [tf.stack([tf.matmul(piece, d_pre[k], transpose_a=True)
-                          for piece, d_pre in zip(inputs, d_pres, strict=True)])
-                for k in range(factors)]
-        d_wo = tf.stack([tf.matmul(hidden, d_out, transpose_a=True)
-                         for hidden, d_out in zip(hiddens, d_outputs, strict=True)])
-      return [scatter_to_slots(d_inputs, d_model), None, None] + d_wi + [d_wo]
-
-    return scatter_to_slots(outputs, d_model), gradient
+    if slots_per_expert <= BATCHED_BACKWARD_MAX_SLOTS:
+      return to_slots(outputs, d_model), slot_layout_gradient
+    return to_slots(outputs, d_model), per_expert_gradient
 
   return ffn(slots, rows, rows_per_expert, *kernels)
 

@@ -1,5 +1,6 @@
 """tools/bench_dispatch.py's profile and memory helpers, on numbers checkable by hand."""
 
+import collections
 import importlib.util
 import pathlib
 
@@ -129,3 +130,44 @@ def test_profile_flag_prints_the_tables(capsys):
   assert "JSON_PROFILE" in out
   with pytest.raises(SystemExit):
     bench.main(["--profile", "nonsense"])
+
+
+def _executed_op_types(step):
+  """Counts of the op types a traced step ran, outside the fetch's own scope."""
+  metadata = tf.RunMetadata()
+  step.session.run(step.fetch, options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
+                   run_metadata=metadata)
+  counts = collections.Counter()
+  for device in metadata.step_stats.dev_stats:
+    for node in device.node_stats:
+      if bench.FETCH_SCOPE not in node.node_name and not node.node_name.startswith("_SOURCE"):
+        counts[node.timeline_label.split("(")[0].split(" = ")[-1]] += 1
+  return counts
+
+
+# 40 slots per expert (batched weight gradients) and 256 (per expert, stacked).
+@pytest.mark.parametrize("variant,config", [
+    ("gather", bench.Config(8, 1.25, 64)), ("gather", bench.Config(2, 2.0, 256)),
+    ("einsum", bench.Config(8, 1.25, 64)), ("moe_py", bench.Config(8, 1.25, 64)),
+    ("dense", bench.Config(8, 1.25, 64))])
+def test_sliced_fetch_runs_every_op_of_the_summed_one(variant, config):
+  # The default fetch reads one entry per row of each gradient; if Grappler could prune work
+  # behind those slices (say one expert's product behind a slice of a tf.stack), the step
+  # would run fewer ops than with whole sums.
+  sizes = bench.Sizes(tokens=256, length=32, d_model=32, d_ff=64)
+  counts = {}
+  for fetch in bench.FETCHES:
+    step = bench.Step(variant, config, sizes, threads=1, inter_op_threads=1, fetch=fetch)
+    try:
+      step.run()
+      counts[fetch] = _executed_op_types(step)
+    finally:
+      step.close()
+  del counts["slices"]["Const"], counts["sums"]["Const"]  # the slice's own index constants
+  assert counts["slices"] == counts["sums"]
+  assert sum(counts["slices"][t] for t in counts["slices"] if "MatMul" in t or "Einsum" in t)
+
+
+def test_fetch_names_a_bad_mode():
+  with tf.Graph().as_default(), pytest.raises(ValueError, match="'total'"):
+    bench.fetch_of([tf.zeros([2, 2])], tf.zeros([]), "total")

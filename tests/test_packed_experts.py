@@ -28,13 +28,27 @@ def test_transposed_product_is_a_times_b_transposed(monkeypatch, min_weight_byte
     np.testing.assert_array_equal(_run(product), [[11.0, 17.0, 23.0]])
 
 
+@pytest.mark.parametrize("min_weight_bytes, form", [(0, "Transpose"), (1 << 20, "BatchMatMulV2")])
+def test_batched_transposed_product_is_a_times_b_transposed_per_expert(
+    monkeypatch, min_weight_bytes, form):
+  monkeypatch.setattr(packed_experts, "TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES", min_weight_bytes)
+  with tf.Graph().as_default():
+    a = tf.constant([[[1.0, 2.0]], [[0.0, -1.0]]])  # [2, 1, 2]
+    b = tf.constant([[[3.0, 4.0], [5.0, 6.0]], [[1.0, 1.0], [2.0, 3.0]]])  # [2, 2, 2]
+    product = packed_experts._batched_transposed_product(a, b)
+    assert product.op.type == form  # each b[i] is 16 bytes: each limit picks its form
+    # expert 0: [1*3 + 2*4, 1*5 + 2*6]; expert 1: [0*1 - 1*1, 0*2 - 1*3]
+    np.testing.assert_array_equal(_run(product), [[[11.0, 17.0]], [[-1.0, -3.0]]])
+
+
 @pytest.fixture(params=[("batched", "direct"), ("stacked", "direct"), ("batched", "transposed"),
                         ("stacked", "transposed")])
 def weight_gradient_form(request, monkeypatch):
-  """Each test runs with both forms of the weight gradients (2 slots per expert here) and of
-  the input gradients' products (the weights here are 4 bytes)."""
+  """Each test runs with both layouts of the backward (batched over the 2 slots per expert
+  here, or per expert and stacked) and both forms of the input gradients' products (the
+  weights here are 4 bytes)."""
   weights, products = request.param
-  monkeypatch.setattr(packed_experts, "BATCHED_WEIGHT_GRADIENT_MAX_SLOTS",
+  monkeypatch.setattr(packed_experts, "BATCHED_BACKWARD_MAX_SLOTS",
                       2 if weights == "batched" else 1)
   monkeypatch.setattr(packed_experts, "TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES",
                       0 if products == "transposed" else 1 << 20)

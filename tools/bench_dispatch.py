@@ -195,10 +195,39 @@ def onednn_enabled() -> str:
     return "unknown"
 
 
-class Step:
-  """One variant's forward + backward graph, in its own session."""
+FETCHES = ("slices", "sums")
+FETCH_SCOPE = "bench_fetch"  # the name scope of the fetch's own ops
 
-  def __init__(self, variant, config, sizes, threads, inter_op_threads=None):
+
+def fetch_of(gradients, loss, fetch: str):
+  """The scalar a step fetches: it needs every gradient, so Grappler prunes none of them.
+
+  "slices" (the default): the sum of each gradient's first entry along its last axis
+  (t[..., 0]): every expert's and every row's result is needed, and the extra reads are one
+  element in d_ff or d_model. "sums": each gradient summed whole, which also reads every
+  gradient once after the step (1 GiB of weight gradients at 128 experts of 512 x 2048): an
+  optimizer reads them too, but it is not the layer's work, and it costs the variants with
+  more parameters more. (A tf.group of the gradients would let Grappler prune the work.)
+  """
+  if fetch not in FETCHES:
+    raise ValueError(f"fetch must be one of {FETCHES}, got {fetch!r}")
+  with tf.name_scope(FETCH_SCOPE):
+    if fetch == "sums":
+      parts = [tf.reduce_sum(tf.cast(t, tf.float32)) for t in gradients]
+    else:
+      parts = [tf.reduce_sum(tf.cast(t[..., 0], tf.float32)) for t in gradients]
+    return tf.add_n(parts + [loss])
+
+
+class Step:
+  """One variant's forward + backward graph, in its own session.
+
+  The input is a variable (normal noise, fixed seed), so that no step times the generation
+  of 16 MiB of random numbers (the same cost in every variant, which would pull every ratio
+  towards 1); routing is then the same from step to step.
+  """
+
+  def __init__(self, variant, config, sizes, threads, inter_op_threads=None, fetch="slices"):
     self.variant = variant
     self.graph = tf.Graph()
     with self.graph.as_default():
@@ -206,8 +235,9 @@ class Step:
       mesh = mtf.Mesh(mtf.Graph(), "mesh")
       dims = [mtf.Dimension("batch", sizes.tokens // sizes.length),
               mtf.Dimension("length", sizes.length), mtf.Dimension("d_model", sizes.d_model)]
-      x_tf = tf.random.normal([d.size for d in dims], seed=1)
-      x = mtf.import_tf_tensor(mesh, x_tf, mtf.Shape(dims))
+      x_tf = tf.Variable(tf.random.normal([d.size for d in dims], seed=1), trainable=False,
+                         name="bench_input")
+      x = mtf.import_tf_tensor(mesh, x_tf.read_value(), mtf.Shape(dims))
       y, aux = _layer_output(self.variant, x, config, sizes)
       loss = mtf.reduce_mean(mtf.square(y)) + mtf.cast(aux, tf.float32)
       variables = [v.outputs[0] for v in mesh.graph.trainable_variables]
@@ -215,9 +245,7 @@ class Step:
       mesh_impl = mtf.placement_mesh_impl.PlacementMeshImpl(mtf.Shape([]), "", ["/cpu:0"])
       lowering = mtf.Lowering(mesh.graph, {mesh: mesh_impl})
       exported = [lowering.export_to_tf_tensor(g) for g in grads if g is not None]
-      # A scalar that needs every gradient: a tf.group of them let Grappler prune the work.
-      self.fetch = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in exported]
-                            + [lowering.export_to_tf_tensor(loss)])
+      self.fetch = fetch_of(exported, lowering.export_to_tf_tensor(loss), fetch)
       config_proto = tf.ConfigProto(
           intra_op_parallelism_threads=threads,
           inter_op_parallelism_threads=threads if inter_op_threads is None else inter_op_threads)
@@ -250,8 +278,8 @@ class Step:
     self.session.close()
 
 
-def measure(config, sizes, variants, rounds, threads):
-  steps = [Step(v, config, sizes, threads) for v in variants]
+def measure(config, sizes, variants, rounds, threads, fetch="slices"):
+  steps = [Step(v, config, sizes, threads, fetch=fetch) for v in variants]
   times = {s.variant: [] for s in steps}
   ratios = {s.variant: [] for s in steps}
   try:
@@ -501,7 +529,7 @@ def summarize_profile(traces, labels, graph=None):
   return result, total_ms
 
 
-def profile(config, sizes, variant, steps, threads, top, inter_op_threads=1):
+def profile(config, sizes, variant, steps, threads, top, inter_op_threads=1, fetch="slices"):
   """Traces ``steps`` forward+backward steps of one variant; prints where the time goes.
 
   One inter-op thread by default: ops then run one at a time, each with all ``threads``
@@ -509,7 +537,7 @@ def profile(config, sizes, variant, steps, threads, top, inter_op_threads=1):
   ran beside it.
   """
   with OpBuilders() as builders:
-    step = Step(variant, config, sizes, threads, inter_op_threads)
+    step = Step(variant, config, sizes, threads, inter_op_threads, fetch=fetch)
   try:
     step.run()  # warm-up
     untraced = sorted(step.run() for _ in range(steps))[steps // 2]
@@ -577,6 +605,9 @@ def main(argv=None):
   parser.add_argument("--profile_inter_op_threads", type=int, default=1,
                       help="inter-op threads while profiling (1: op times add up to the step)")
   parser.add_argument("--top", type=int, default=25, help="rows per profile table")
+  parser.add_argument("--fetch", choices=FETCHES, default="slices",
+                      help="what each step fetches (see fetch_of): slices of every gradient "
+                           "(the layer's work only), or sums (also reads every gradient once)")
   args = parser.parse_args(argv)
 
   if args.bfc_cpu_allocator:
@@ -606,12 +637,12 @@ def main(argv=None):
           f"threads {args.threads}; sizes {dataclasses.asdict(sizes)}", flush=True)
     for config in configs:
       profile(config, sizes, args.profile, args.profile_steps, args.threads, args.top,
-              args.profile_inter_op_threads)
+              args.profile_inter_op_threads, args.fetch)
     return 0
 
   print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {_load_average()}, TF {tf.__version__} (oneDNN {onednn_enabled()}, "
-        f"CPU allocator {cpu_allocator()}), threads {args.threads}; sizes {dataclasses.asdict(sizes)}; {rounds} rounds", flush=True)
+        f"CPU allocator {cpu_allocator()}), threads {args.threads}; sizes {dataclasses.asdict(sizes)}; {rounds} rounds; fetch {args.fetch}", flush=True)
   header = ("| experts | capacity factor | group size | variant | median s | min..max s | "
             "x dense (paired median) | step working memory MB (traced) | "
             "(allocator) |")
@@ -620,7 +651,7 @@ def main(argv=None):
   notes = set()
   summary = []
   for config in configs:
-    result = measure(config, sizes, variants, rounds, args.threads)
+    result = measure(config, sizes, variants, rounds, args.threads, args.fetch)
     for variant in variants:
       r = result[variant]
       print(f"| {config.experts} | {config.capacity_factor} | {config.group_size} | {variant} | "
@@ -637,7 +668,8 @@ def main(argv=None):
           f"statistics; oneDNN's allocator does, and oneDNN is {onednn_enabled()} here). The "
           "traced column does not need them.")
   print("JSON_SUMMARY " + json.dumps({"sizes": dataclasses.asdict(sizes), "rounds": rounds,
-                                      "threads": args.threads, "configs": summary}))
+                                      "threads": args.threads, "fetch": args.fetch,
+                                      "configs": summary}))
   return 0
 
 
