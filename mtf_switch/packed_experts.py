@@ -4,8 +4,8 @@
 layout. Routing fills each (expert, group)'s slots from slot 0 up, so the filled rows are a
 known prefix; ``packed_expert_ffn`` packs them into one [filled, d_model] matrix, lets each
 expert multiply its own run of rows, and writes the results back to their slots (empty slots
-are zero, as they are in ``expert_ffn``: no biases, and every activation maps 0 to 0). At capacity factor
-1.25 this skips the 20% of expert FLOPs that the static shapes spend on empty slots.
+are zero, as they are in ``expert_ffn``: no biases, and every activation maps 0 to 0). At
+capacity factor 1.25 this skips the 20% of expert FLOPs that the static shapes spend on empty slots.
 
 Its gradient is written out (``_packed_slot_ffn``) for speed: TensorFlow's own would multiply
 each expert's output gradient by its transposed weights in a form the CPU kernels run at a fifth
@@ -67,7 +67,8 @@ def packing_pays(d_model: int, hidden_size: int) -> bool:
 # experts, 8192 tokens) batched was 7-9% faster and held 730 MB of working memory instead of
 # 2080; at 320 (32 experts) 8-13% slower. Input gradients batched too, at 80 slots: the step
 # 1-4% faster in two paired runs (1.49 -> 1.47, 1.46 -> 1.43 x dense), with 151 backward ops
-# instead of 663 (tools/bench_expert_matmuls.py: 66 and 62 ms against 68 and 77 per expert).
+# instead of 663 (tools/bench_expert_matmuls.py, the two input gradients: 67 and 65 ms batched
+# against 66 and 73 per expert).
 # 160 is between.
 BATCHED_BACKWARD_MAX_SLOTS = 160
 
@@ -89,29 +90,19 @@ TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES = 1 << 20
 
 
 def _transposed_product(a, b):
-  """a . b^T for a small a [m, k] and a weight matrix b [n, k], in the faster form for b's size.
+  """a . b^T for a small a [..., m, k] and weight matrices b [..., n, k], in the faster form.
 
-  Both forms give the numbers of tf.matmul(a, b, transpose_b=True). For a large b the product
-  is computed as (b . a^T)^T: TensorFlow's CPU kernels pack a transposed right operand row by
-  row, and here that operand is an expert's whole weight matrix against a few dozen rows of a
-  (bench_dispatch.py --profile: 9 GFLOP/s against 45 at 128 experts, oneDNN off).
+  Both forms give the numbers of tf.matmul(a, b, transpose_b=True); leading axes (the
+  experts, in the slot layout) are a batch, and the size rule reads one matrix b[..., :, :].
+  For a large b the product is computed as (b . a^T)^T: TensorFlow's CPU kernels pack a
+  transposed right operand row by row, and here that operand is an expert's whole weight
+  matrix against a few dozen rows of a (bench_dispatch.py --profile: 9 GFLOP/s against 45 at
+  128 experts, oneDNN off).
   """
-  weight_bytes = b.shape.num_elements() * b.dtype.size
+  weight_bytes = b.shape[-2:].num_elements() * b.dtype.size
   if weight_bytes < TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES:
     return tf.matmul(a, b, transpose_b=True)
-  return tf.transpose(tf.matmul(b, a, transpose_b=True))
-
-
-def _batched_transposed_product(a, b):
-  """a[i] . b[i]^T for a [e, m, k] and b [e, n, k]: ``_transposed_product`` per expert i.
-
-  The size rule reads one expert's matrix b[i], as ``_transposed_product`` reads its b.
-  """
-  weight_bytes = b.shape[1:].num_elements() * b.dtype.size
-  if weight_bytes < TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES:
-    return tf.matmul(a, b, transpose_b=True)
-  return tf.transpose(tf.matmul(b, a, transpose_b=True), [0, 2, 1])
-
+  return tf.linalg.matrix_transpose(tf.matmul(b, a, transpose_b=True))
 
 
 def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
@@ -206,12 +197,12 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
       """
       *wi_stacked, wo_stacked = kernels
       d_slot_rows = by_slot(d_slots, d_model)
-      d_hidden_slots = _batched_transposed_product(d_slot_rows, wo_stacked)  # [e, s, h]
+      d_hidden_slots = _transposed_product(d_slot_rows, wo_stacked)  # [e, s, h]
       d_pres = elementwise_gradient(per_expert(
           tf.gather_nd(tf.reshape(d_hidden_slots, [-1, hidden_width]), rows)))
       d_pre_slots = [by_slot(to_slots([d_pre[k] for d_pre in d_pres], hidden_width),
                              hidden_width) for k in range(len(wi_stacked))]
-      d_input = tf.add_n([_batched_transposed_product(d_pre_slot, kernel)
+      d_input = tf.add_n([_transposed_product(d_pre_slot, kernel)
                           for d_pre_slot, kernel in zip(d_pre_slots, wi_stacked, strict=True)])
       d_wi = [tf.matmul(by_slot(slots, d_model), d_pre_slot, transpose_a=True)
               for d_pre_slot in d_pre_slots]

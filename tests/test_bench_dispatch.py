@@ -137,12 +137,9 @@ def _executed_op_types(step):
   metadata = tf.RunMetadata()
   step.session.run(step.fetch, options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
                    run_metadata=metadata)
-  counts = collections.Counter()
-  for device in metadata.step_stats.dev_stats:
-    for node in device.node_stats:
-      if bench.FETCH_SCOPE not in node.node_name and not node.node_name.startswith("_SOURCE"):
-        counts[node.timeline_label.split("(")[0].split(" = ")[-1]] += 1
-  return counts
+  ops, _ = bench.traced_ops(metadata)
+  return collections.Counter(op_type for name, op_type, _ in ops
+                             if bench.FETCH_SCOPE not in name and not name.startswith("_SOURCE"))
 
 
 # 40 slots per expert (batched weight gradients) and 256 (per expert, stacked).

@@ -29,13 +29,13 @@ def test_transposed_product_is_a_times_b_transposed(monkeypatch, min_weight_byte
 
 
 @pytest.mark.parametrize("min_weight_bytes, form", [(0, "Transpose"), (1 << 20, "BatchMatMulV2")])
-def test_batched_transposed_product_is_a_times_b_transposed_per_expert(
+def test_transposed_product_batches_over_the_experts(
     monkeypatch, min_weight_bytes, form):
   monkeypatch.setattr(packed_experts, "TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES", min_weight_bytes)
   with tf.Graph().as_default():
     a = tf.constant([[[1.0, 2.0]], [[0.0, -1.0]]])  # [2, 1, 2]
     b = tf.constant([[[3.0, 4.0], [5.0, 6.0]], [[1.0, 1.0], [2.0, 3.0]]])  # [2, 2, 2]
-    product = packed_experts._batched_transposed_product(a, b)
+    product = packed_experts._transposed_product(a, b)
     assert product.op.type == form  # each b[i] is 16 bytes: each limit picks its form
     # expert 0: [1*3 + 2*4, 1*5 + 2*6]; expert 1: [0*1 - 1*1, 0*2 - 1*3]
     np.testing.assert_array_equal(_run(product), [[[11.0, 17.0]], [[-1.0, -3.0]]])

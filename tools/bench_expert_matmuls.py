@@ -20,7 +20,7 @@ Forms:
                       ``packed_experts._transposed_product``, weight gradients stacked.
   per expert direct   input gradients as one tf.matmul(.., transpose_b=True) per expert.
   slots               one batched product over every capacity slot (the empty ones too);
-                      input gradients through ``packed_experts._batched_transposed_product``.
+                      input gradients through ``packed_experts._transposed_product``.
   slots direct        input gradients as one batched tf.matmul(.., transpose_b=True).
 The "layer" column marks the forms ``mtf_switch.packed_experts`` builds at these sizes: the
 forward per expert; the backward over the slots up to ``BATCHED_BACKWARD_MAX_SLOTS`` slots
@@ -174,7 +174,7 @@ def build_fetches(shape: Shape):
         packed_experts._transposed_product, d_out_e, w_e)  # noqa: SLF001
     outputs[(product, "per expert direct")] = per_expert(direct, d_out_e, w_e)
     outputs[(product, "slots")] = [
-        packed_experts._batched_transposed_product(d_out_slots, w_stacked)]  # noqa: SLF001
+        packed_experts._transposed_product(d_out_slots, w_stacked)]  # noqa: SLF001
     outputs[(product, "slots direct")] = [direct(d_out_slots, w_stacked)]
   for product, left, left_e, left_slots, right, right_e, right_slots in (
       ("weight grad wi", x, expert_x, slot_x, dpre, expert_dpre, slot_dpre),
