@@ -50,6 +50,7 @@ from tasks.mixing import temperature_mixing_rates, temperature_rate_fn
 from tasks.objectives import FULL_LM, OBJECTIVES, PREFIX_LM, SPAN_CORRUPTION
 from tasks.shared_data import (
   DOCS_TASKS,
+  ENGLISH_TASKS,
   FORTUNES_MIXTURE,
   PYDOCS_TASK,
   SST2_T5_VOCAB_TASK,
@@ -74,7 +75,7 @@ def register_all(cache_dir=None, data_dir=None) -> None:
 register_all()
 
 __all__ = [
-    "C4_TASK", "DEFAULT_CORPUS_TASK", "DOCS_TASKS", "FORTUNES_MIXTURE", "FULL_LM", "GLUE_MIXTURE",
+    "C4_TASK", "DEFAULT_CORPUS_TASK", "DOCS_TASKS", "ENGLISH_TASKS", "FORTUNES_MIXTURE", "FULL_LM", "GLUE_MIXTURE",
     "HOLDOUT_EVERY", "MC4_MIXTURE", "OBJECTIVES", "PREFIX_LM", "PYDOCS_TASK", "SPAN_CORRUPTION",
     "SST2_T5_VOCAB_TASK", "SST2_TASK", "SUPER_GLUE_MIXTURE", "cached_vocabulary",
     "default_corpus_vocabulary", "ensure_default_corpus", "register_all", "register_c4_task",

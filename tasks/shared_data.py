@@ -9,6 +9,10 @@ are registered, so a machine without the directory simply lacks these tasks.
   switch_docs_span_corruption      text/en_pydocs.txt + text/en_kerneldocs.txt (19 MB of
                                    documentation prose), default-corpus vocabulary
   switch_docs_full_lm              the same files, decoder-only language modelling (full_lm)
+  switch_english_full_lm           every file of text/ (Python, Linux kernel, Perl and
+                                   PostgreSQL documentation, Shakespeare: 31 MB of English),
+                                   decoder-only language modelling; the headline run's corpus
+  switch_english_span_corruption   the same files, span corruption
   switch_fortunes_span_corruption  multilingual/fortunes_*.txt mixture (tasks.fortunes)
 
 The default-corpus vocabulary is shared so that a model pre-trained on the default corpus or the
@@ -34,6 +38,13 @@ DOCS_FILES = (PYDOCS_FILE, KERNELDOCS_FILE)
 DOCS_INTERLEAVE_SEED = 2101_03961
 DOCS_TASKS = {objectives.SPAN_CORRUPTION: "switch_docs_span_corruption",
               objectives.FULL_LM: "switch_docs_full_lm"}
+# The headline run's corpus (tools/repro_speedup.py): all the English text, so that the dense
+# model's 4x longer run makes as few passes as the shared data allows.
+ENGLISH_FILES = (PYDOCS_FILE, KERNELDOCS_FILE, os.path.join("text", "en_perldocs.txt"),
+                 os.path.join("text", "en_pgdocs.txt"),
+                 os.path.join("text", "en_tinyshakespeare.txt"))
+ENGLISH_TASKS = {objectives.SPAN_CORRUPTION: "switch_english_span_corruption",
+                 objectives.FULL_LM: "switch_english_full_lm"}
 FORTUNES_MIXTURE = fortunes.MIXTURE_NAME
 
 
@@ -63,11 +74,13 @@ def register_shared_data_tasks(data_dir: Optional[str] = None, cache_dir: Option
     registry.add_task(PYDOCS_TASK, replace=replace, **text_files.text_task_kwargs(
         source, vocabulary, objectives.SPAN_CORRUPTION))
     names.append(PYDOCS_TASK)
-  docs = [root / f for f in DOCS_FILES]
-  if all(p.is_file() for p in docs):
-    source = text_files.TextLinesDataSource(docs, validate=validate,
+  for files, tasks_by_objective in ((DOCS_FILES, DOCS_TASKS), (ENGLISH_FILES, ENGLISH_TASKS)):
+    paths = [root / f for f in files]
+    if not all(p.is_file() for p in paths):
+      continue
+    source = text_files.TextLinesDataSource(paths, validate=validate,
                                             interleave_seed=DOCS_INTERLEAVE_SEED)
-    for objective, name in DOCS_TASKS.items():
+    for objective, name in tasks_by_objective.items():
       registry.add_task(name, replace=replace,
                         **text_files.text_task_kwargs(source, vocabulary, objective))
       names.append(name)

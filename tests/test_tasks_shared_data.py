@@ -91,6 +91,23 @@ def test_docs_tasks_read_both_files():
   assert 0 < sum(d in kernel for d in first) < 200  # both files from the start
 
 
+def test_english_tasks_read_all_five_files():
+  """The headline run's corpus: every English text file, interleaved from the start."""
+  stats = [lines.scan_text_file(DATA / f) for f in shared_data.ENGLISH_FILES]
+  for objective, name in tasks.ENGLISH_TASKS.items():
+    task = seqio.get_mixture_or_task(name)
+    assert task.num_input_examples("validation") == sum(s.validation_documents for s in stats)
+    assert task.num_input_examples("train") == sum(s.train_documents for s in stats)
+    assert ("inputs" in task.output_features) == (objective != tasks.FULL_LM)
+  source = seqio.get_mixture_or_task(tasks.ENGLISH_TASKS[tasks.FULL_LM]).source
+  assert sorted(os.path.basename(p) for p in source.paths) == sorted(
+      os.listdir(DATA / "text"))  # all the English text the shared data holds
+  first = [ex["text"].decode() for ex in source.get_dataset("train").take(2000)
+           .as_numpy_iterator()]
+  perl = set(lines.iter_documents(DATA / "text" / "en_perldocs.txt", "train"))
+  assert 0 < sum(d in perl for d in first) < 2000  # interleaved, not one file after another
+
+
 def test_fortunes_mixture_rates():
   mixture = seqio.get_mixture_or_task(tasks.FORTUNES_MIXTURE)
   counts = {t.name[len("switch_fortunes_"):]: t.num_input_examples("train")
