@@ -8,6 +8,8 @@ is used, and importing twice (or calling ``register_all`` again) changes nothing
                                        codes, mT5 vocabulary, rates ~ examples ** 0.3 (tasks.mc4)
   switch_glue_v002_proportional        t5's GLUE tasks, examples-proportional        (tasks.glue)
   switch_super_glue_v102_proportional  t5's SuperGLUE tasks, examples-proportional
+                                       (t5's tasks read ../shared/data/glue and super_glue
+                                       when present: tasks.benchmark_tasks)
   switch_default_corpus_{span_corruption,prefix_lm,full_lm}
                                        prose harvested from installed documentation, with its
                                        own vocabulary, built on first use  (tasks.default_corpus)
@@ -26,6 +28,7 @@ alone: the ``text_files`` task (``tasks.gin_text_files``), e.g.
 from mtf_switch import compat  # noqa: F401  (must precede every t5 / mesh_tensorflow import)
 
 # isort: split
+from tasks import benchmark_tasks
 from tasks.c4 import TASK_NAME as C4_TASK
 from tasks.c4 import register_c4_task
 from tasks.default_corpus import (
@@ -64,10 +67,19 @@ DEFAULT_CORPUS_TASK = f"switch_default_corpus_{SPAN_CORRUPTION}"
 
 
 def register_all(cache_dir=None, data_dir=None) -> None:
-  """Registers every task and mixture, keeping names already registered (so it is idempotent)."""
+  """Registers every task and mixture, keeping names already registered (so it is idempotent).
+
+  t5's GLUE and SuperGLUE tasks are first pointed at the official files when they are present
+  (``tasks.benchmark_tasks``), so the mixtures are built over those tasks.
+  """
   register_c4_task(replace=False)
   register_mc4(replace=False)
-  register_glue_mixtures(replace=False)
+  local = benchmark_tasks.configured_directories()
+  if any(benchmark_tasks.local_directory(b) != d for b, d in local.items() if d):
+    benchmark_tasks.use_benchmark_files(local)
+    register_glue_mixtures(replace=True)
+  else:
+    register_glue_mixtures(replace=False)
   register_default_corpus_tasks(cache_dir, replace=False)
   register_shared_data_tasks(data_dir, cache_dir, replace=False)
 

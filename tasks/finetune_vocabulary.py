@@ -13,14 +13,13 @@ those tasks under their own names with the given vocabulary; the mixtures are re
 them. The command line calls ``register_from_gin`` once the gin is parsed.
 """
 
-import dataclasses
 from typing import List, Optional
 
 import seqio
 from t5.data import glue_utils
 
 import gin
-from tasks import glue
+from tasks import glue, registry
 from tasks import vocab as vocab_lib
 from tasks.shared_data import SST2_T5_VOCAB_TASK
 
@@ -46,17 +45,7 @@ def finetuning_task_names() -> List[str]:
 def with_vocabulary(task: seqio.Task, vocabulary: seqio.Vocabulary) -> seqio.Task:
   """The same task (name, source, preprocessing, metrics) with every feature's vocabulary
   replaced."""
-  features = {name: dataclasses.replace(feature, vocabulary=vocabulary)
-              for name, feature in task.output_features.items()}
-  # seqio keeps the constructor's preprocessor and metric arguments and builds its own objects
-  # from them; passing those arguments again gives a task that behaves the same.
-  return seqio.Task(
-      task.name, source=task.source, output_features=features,
-      preprocessors=task._preprocessor_constructor_args,  # pylint: disable=protected-access
-      postprocess_fn=task.postprocessor,
-      metric_fns=task._metric_fn_constructor_args,  # pylint: disable=protected-access
-      metric_objs=task._metric_objs_constructor_args,  # pylint: disable=protected-access
-      shuffle_buffer_size=task.shuffle_buffer_size, source_info=task.source_info)
+  return registry.rebuilt_task(task, vocabulary=vocabulary)
 
 
 def use_vocabulary(vocabulary) -> List[str]:
@@ -68,9 +57,7 @@ def use_vocabulary(vocabulary) -> List[str]:
   vocabulary = vocab_lib.as_vocabulary(vocabulary)
   names = finetuning_task_names()
   for name in names:
-    task = with_vocabulary(seqio.TaskRegistry.get(name), vocabulary)
-    seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add_provider(name, task)
+    registry.replace_registered(with_vocabulary(seqio.TaskRegistry.get(name), vocabulary))
   glue.register_glue_mixtures(replace=True)
   return names
 

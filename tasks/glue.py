@@ -3,7 +3,8 @@
 The mixtures reuse t5's registered ``glue_*_v002`` and ``super_glue_*_v102`` tasks with t5's
 examples-proportional weights (the training-set sizes in ``t5.data.glue_utils``), i.e. T5's
 ``glue_v002_proportional`` and ``super_glue_v102_proportional``, which is how the Switch
-Transformer paper fine-tunes (it follows T5's fine-tuning set-up).
+Transformer paper fine-tunes (it follows T5's fine-tuning set-up). When those tasks read the
+official files (``tasks.benchmark_tasks``), the mixtures hold the tasks whose files are present.
 
 The SST-2 TSV task turns each ``sentence<TAB>label`` row into the record TFDS's ``glue/sst2``
 yields (``sentence``, ``label``, ``idx``) and then runs ``glue_sst2_v002``'s own preprocessor,
@@ -24,6 +25,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from t5.data import glue_utils
 
+from tasks import benchmark_tasks
 from tasks import paths as paths_lib
 from tasks import registry
 from tasks import vocab as vocab_lib
@@ -39,13 +41,21 @@ SST2_FILES = {"train": "train.tsv", "validation": "dev.tsv"}
 
 
 def register_glue_mixtures(replace: bool = True) -> tuple[seqio.Mixture, seqio.Mixture]:
-  """Registers the GLUE and SuperGLUE mixtures (t5's tasks, examples-proportional rates)."""
-  glue = registry.add_mixture(
-      GLUE_MIXTURE, list(glue_utils.get_glue_weight_mapping().items()), replace=replace)
-  super_glue = registry.add_mixture(
-      SUPER_GLUE_MIXTURE, list(glue_utils.get_super_glue_weight_mapping().items()),
-      replace=replace)
-  return glue, super_glue
+  """Registers the GLUE and SuperGLUE mixtures (t5's tasks, examples-proportional rates).
+
+  While a benchmark's tasks read its official files (``tasks.benchmark_tasks``), its mixture
+  holds only the tasks whose files are present, and one printed line names the others.
+  """
+  mixtures = []
+  for name, weights, benchmark in (
+      (GLUE_MIXTURE, glue_utils.get_glue_weight_mapping(), benchmark_tasks.GLUE),
+      (SUPER_GLUE_MIXTURE, glue_utils.get_super_glue_weight_mapping(),
+       benchmark_tasks.SUPER_GLUE)):
+    kept, left_out = benchmark_tasks.split_members(weights, benchmark)
+    if replace or name not in seqio.MixtureRegistry.names():
+      benchmark_tasks.announce_left_out(name, left_out)
+    mixtures.append(registry.add_mixture(name, list(kept.items()), replace=replace))
+  return mixtures[0], mixtures[1]
 
 
 def scan_sst2_tsv(path: str) -> int:

@@ -7,7 +7,9 @@ with other files or another vocabulary gets what they asked for, and those funct
 their mixtures after their tasks so no mixture keeps a stale task.
 """
 
+import dataclasses
 import threading
+from typing import Mapping, Optional
 
 import seqio
 
@@ -65,3 +67,29 @@ def remove(*names: str) -> None:
   for name in names:
     seqio.MixtureRegistry.remove(name)
     seqio.TaskRegistry.remove(name)
+
+
+def rebuilt_task(task: seqio.Task, *, source: Optional[seqio.DataSource] = None,
+                 vocabulary: Optional[seqio.Vocabulary] = None) -> seqio.Task:
+  """The same task (name, preprocessing, postprocessing, metrics) with its source or every
+  feature's vocabulary replaced; not registered."""
+  features: Mapping[str, seqio.Feature] = task.output_features
+  if vocabulary is not None:
+    features = {name: dataclasses.replace(feature, vocabulary=vocabulary)
+                for name, feature in features.items()}
+  # seqio keeps the constructor's preprocessor and metric arguments and builds its own objects
+  # from them; passing those arguments again gives a task that behaves the same.
+  return seqio.Task(
+      task.name, source=task.source if source is None else source, output_features=features,
+      preprocessors=task._preprocessor_constructor_args,  # pylint: disable=protected-access
+      postprocess_fn=task.postprocessor,
+      metric_fns=task._metric_fn_constructor_args,  # pylint: disable=protected-access
+      metric_objs=task._metric_objs_constructor_args,  # pylint: disable=protected-access
+      shuffle_buffer_size=task.shuffle_buffer_size, source_info=task.source_info)
+
+
+def replace_registered(task: seqio.Task) -> seqio.Task:
+  """Registers ``task`` in place of the task of the same name."""
+  seqio.TaskRegistry.remove(task.name)
+  seqio.TaskRegistry.add_provider(task.name, task)
+  return task
