@@ -15,7 +15,7 @@ from t5.data import glue_utils
 from t5.evaluation import metrics
 
 import tasks
-from tasks import c4, glue, mc4, mixing, registry
+from tasks import benchmark_tasks, c4, glue, mc4, mixing, registry
 from tasks import vocab as vocab_lib
 
 PREFIX = "test_tasks_registry_"
@@ -111,14 +111,23 @@ def test_mc4_tasks_sources_and_temperature_rates(vocabulary):
 
 
 def test_glue_mixtures_are_t5s_proportional_mixtures():
-  glue_mix = seqio.get_mixture_or_task(tasks.GLUE_MIXTURE)
-  weights = glue_utils.get_glue_weight_mapping()
-  assert {t.name for t in glue_mix.tasks} == set(weights)
-  sst2 = seqio.get_mixture_or_task("glue_sst2_v002")
-  assert glue_mix.get_rate(sst2) == 67_349.0
-  super_mix = seqio.get_mixture_or_task(tasks.SUPER_GLUE_MIXTURE)
-  assert {t.name for t in super_mix.tasks} == set(glue_utils.get_super_glue_weight_mapping())
-  assert super_mix.get_rate(seqio.get_mixture_or_task("super_glue_boolq_v102")) == 9_427.0
+  """With t5's TFDS sources (here the official files are usually present and read instead: see
+  test_tasks_glue_benchmark.py), the mixtures hold every task of t5's weight mappings."""
+  local = {b: benchmark_tasks.local_directory(b) for b in ("glue", "super_glue")}
+  try:
+    benchmark_tasks.use_tfds()
+    tasks.register_glue_mixtures(replace=True)
+    glue_mix = seqio.get_mixture_or_task(tasks.GLUE_MIXTURE)
+    weights = glue_utils.get_glue_weight_mapping()
+    assert {t.name for t in glue_mix.tasks} == set(weights)
+    sst2 = seqio.get_mixture_or_task("glue_sst2_v002")
+    assert glue_mix.get_rate(sst2) == 67_349.0
+    super_mix = seqio.get_mixture_or_task(tasks.SUPER_GLUE_MIXTURE)
+    assert {t.name for t in super_mix.tasks} == set(glue_utils.get_super_glue_weight_mapping())
+    assert super_mix.get_rate(seqio.get_mixture_or_task("super_glue_boolq_v102")) == 9_427.0
+  finally:
+    benchmark_tasks.use_benchmark_files(local)
+    tasks.register_glue_mixtures(replace=True)
 
 
 def _write_sst2(root, train_rows, dev_rows, header="sentence\tlabel"):
