@@ -183,7 +183,9 @@ class BenchmarkFilesSource(registry.PicklableLockMixin, seqio.DataSource):
     if self.benchmark == GLUE and self.config == "mrpc":
       raw = _mrpc_examples(path, split)
     else:
-      raw = (example for _, example in builder._generate_examples(  # pylint: disable=protected-access
+      # TFDS's own parser of the files it would have downloaded.
+      generate = builder._generate_examples  # pylint: disable=protected-access
+      raw = (example for _, example in generate(
           data_file=path, split=_tfds_split_argument(self.benchmark, split)))
     for example in raw:
       yield builder.info.features.encode_example(example)

@@ -124,7 +124,8 @@ def test_configured_directories(tmp_path):
 
 def test_mixture_members_follow_the_files(tmp_path, capsys):
   """With only RTE's train file, the GLUE mixture holds RTE alone and names the others once."""
-  _write(tmp_path / "RTE" / "train.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n")
+  _write(tmp_path / "RTE" / "train.tsv",
+         "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n")
   before = benchmark_tasks.local_directory("glue")
   try:
     swapped = benchmark_tasks.use_benchmark_files({"glue": str(tmp_path)})
