@@ -42,3 +42,67 @@ def test_markdown_has_a_row_per_checkpoint():
   rows = [line for line in text.splitlines() if line.startswith("| 5 ") or
           line.startswith("| 9 ")]
   assert len(rows) == 2 and rows[0].endswith("| 56.67 | 48.33 |")
+
+
+# ---------------------------------------------------------------- submission files
+
+import json  # noqa: E402
+
+import seqio  # noqa: E402
+
+import glue_submission  # noqa: E402  (tools/)
+from tasks import paths, registry  # noqa: E402
+from tasks import vocab as vocab_lib  # noqa: E402
+
+DATA = paths.shared_data_dir()
+needs_files = pytest.mark.skipif(
+    not (DATA / "glue").is_dir() or not (DATA / "super_glue").is_dir(),
+    reason=f"{DATA}/glue or super_glue is absent (see ../shared/data/SOURCES.md)")
+
+
+@pytest.fixture(scope="module")
+def vocabulary(tmp_path_factory):
+  path = tmp_path_factory.mktemp("vocab") / "text.txt"
+  path.write_text("the a of sentence premise hypothesis question answer\n" * 100)
+  return seqio.SentencePieceVocabulary(
+      vocab_lib.train_sentencepiece(str(path), str(path.parent / "spm"), 24), extra_ids=10)
+
+
+def _first_test_examples(name, vocabulary, count):
+  task = registry.rebuilt_task(seqio.get_mixture_or_task(name), vocabulary=vocabulary)
+  return task, glue_submission.test_examples(task)[:count]
+
+
+@needs_files
+def test_glue_submission_files(tmp_path, vocabulary):
+  rte, examples = _first_test_examples("glue_rte_v002", vocabulary, 3)
+  assert glue_submission.infer_inputs(examples)[0].startswith("rte sentence1: Mangla was ")
+  values, invalid = glue_submission.predictions(
+      rte, examples, ["entailment", "not_entailment", "maybe"])
+  assert (values, invalid) == (["entailment", "not_entailment", "entailment"], 1)
+  path = glue_submission.write_submission(str(tmp_path), rte, examples, values)
+  assert os.path.basename(path) == "RTE.tsv"
+  assert open(path).read() == "index\tprediction\n0\tentailment\n1\tnot_entailment\n2\tentailment\n"
+  cola, examples = _first_test_examples("glue_cola_v002", vocabulary, 2)
+  values, _ = glue_submission.predictions(cola, examples, ["acceptable", "unacceptable"])
+  glue_submission.write_submission(str(tmp_path), cola, examples, values)
+  assert open(tmp_path / "CoLA.tsv").read() == "index\tprediction\n0\t1\n1\t0\n"
+
+
+@needs_files
+def test_super_glue_submission_files(tmp_path, vocabulary):
+  cb, examples = _first_test_examples("super_glue_cb_v102", vocabulary, 2)
+  values, _ = glue_submission.predictions(cb, examples, ["neutral", "contradiction"])
+  glue_submission.write_submission(str(tmp_path), cb, examples, values)
+  assert [json.loads(line) for line in open(tmp_path / "CB.jsonl")] == [
+      {"idx": 0, "label": "neutral"}, {"idx": 1, "label": "contradiction"}]
+  boolq, examples = _first_test_examples("super_glue_boolq_v102", vocabulary, 1)
+  values, _ = glue_submission.predictions(boolq, examples, ["True"])
+  assert values == ["true"]
+  multirc, examples = _first_test_examples("super_glue_multirc_v102", vocabulary, 3)
+  values, _ = glue_submission.predictions(multirc, examples, ["True", "False", "True"])
+  glue_submission.write_submission(str(tmp_path), multirc, examples, values)
+  (record,) = [json.loads(line) for line in open(tmp_path / "MultiRC.jsonl")]
+  first = record["passage"]["questions"][0]
+  assert (record["idx"], first["idx"]) == (0, 0)
+  assert [a["label"] for a in first["answers"]] == [1, 0, 1][:len(first["answers"])]
