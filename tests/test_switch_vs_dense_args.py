@@ -1,15 +1,18 @@
-"""tools/switch_vs_dense.py refuses bad arguments before it starts the command line, and names
-its log files without a "/"."""
+"""tools/switch_vs_dense.py, the main command: bad arguments refused before the command line
+starts, both models seeded alike, its progress bar, verdict and headline lines checked by
+hand, and (slow tier) a micro run whose result fields follow the model."""
 
+import io
 import os
 import sys
+import types
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tools"))
 
-import cli_runs  # noqa: E402  (tools/)
+import repro_runs  # noqa: E402  (tools/)
 import switch_vs_dense  # noqa: E402
 
 
@@ -17,7 +20,8 @@ import switch_vs_dense  # noqa: E402
 def no_cli(monkeypatch):
   """Records every command the script would start, without starting one."""
   started = []
-  monkeypatch.setattr(cli_runs, "run_cli", lambda *args, **kwargs: started.append(args) or "")
+  monkeypatch.setattr(repro_runs, "run_cli",
+                      lambda *args, **kwargs: started.append(args) or "")
   return started
 
 
@@ -25,7 +29,7 @@ def no_cli(monkeypatch):
     (["--steps", "0"], "--steps: expected an integer >= 1, got 0"),
     (["--steps", "-5"], "--steps: expected an integer >= 1, got -5"),
     (["--steps", "ten"], "--steps: expected an integer >= 1, got 'ten'"),
-    (["--checkpoint_every", "0"], "--checkpoint_every: expected an integer >= 1, got 0"),
+    (["--experts", "0"], "--experts: expected an integer >= 1, got 0"),
     (["--eval_batches", "-1"], "--eval_batches: expected an integer >= 1, got -1"),
 ])
 def test_bad_counts_are_refused_before_the_cli_starts(no_cli, capsys, argv, message):
@@ -36,33 +40,115 @@ def test_bad_counts_are_refused_before_the_cli_starts(no_cli, capsys, argv, mess
   assert no_cli == []
 
 
-def test_log_file_labels_have_no_slash(no_cli, tmp_path, monkeypatch):
-  labels = []
-  monkeypatch.setattr(cli_runs, "train", lambda *args: labels.append(args[5]) or True)
-  with pytest.raises(SystemExit, match="no neg_log_perplexity"):  # the stub CLI prints nothing
-    switch_vs_dense.main(["--steps", "3", "--output_dir", str(tmp_path)])
-  assert labels == ["switch-switch_tiny"]
-  assert all("/" not in args[3] for args in no_cli)  # the evaluation's label too
-
-
-def test_full_comparison_hands_the_other_arguments_to_the_scaling_script(no_cli, monkeypatch):
-  import repro_expert_scaling
+def test_full_comparison_hands_the_other_arguments_to_the_headline_script(no_cli, monkeypatch):
+  import repro_speedup
 
   received = []
-  monkeypatch.setattr(repro_expert_scaling, "main", lambda argv: received.append(argv) or 0)
+  monkeypatch.setattr(repro_speedup, "main", lambda argv: received.append(argv) or 0)
   assert switch_vs_dense.main(["--full_comparison", "--only", "dense", "--steps", "50"]) == 0
   assert received == [["--only", "dense", "--steps", "50"]]
   assert no_cli == []  # the two-model comparison did not start
 
 
-def test_both_models_train_from_one_seed(no_cli, tmp_path, monkeypatch):
-  trained = []
-  monkeypatch.setattr(cli_runs, "train", lambda *args: trained.append(args) or True)
-  monkeypatch.setattr(cli_runs, "run_cli",
-                      lambda *args, **kwargs: "neg_log_perplexity = -5.0")
-  assert switch_vs_dense.main(["--steps", "3", "--seed", "7", "--output_dir", str(tmp_path)]) == 0
-  assert len(trained) == 2
-  for _, _, params, *_ in trained:
+def test_both_models_train_from_one_seed_on_one_schedule(no_cli, tmp_path, monkeypatch,
+                                                         capsys):
+  quality = {"switch": -4.9, "dense": -5.0}
+  monkeypatch.setattr(repro_runs, "evaluate",
+                      lambda variant, settings, out: {0: -9.0, 10: quality[variant.name]})
+  argv = ["--steps", "10", "--seed", "7", "--output_dir", str(tmp_path),
+          "--pilot_dir", str(tmp_path / "no_pilot")]
+  assert switch_vs_dense.main(argv) == 0
+  assert len(no_cli) == 2
+  for _, gin_files, params, mode, *_ in no_cli:
+    assert mode == "train"
+    assert "repro/constant_rsqrt.gin" in gin_files
     assert "mtf_switch.init_seed.seed = 7" in params  # the initial weights
-    assert "mesh_train_dataset_fn.seed = 7" in params  # the data order and span noise
-    assert "utils.run.skip_seen_data = True" in params  # a resumed model does not replay
+    assert "mesh_train_dataset_fn.seed = 7" in params  # the data order
+    assert "utils.run.train_steps = 10" in params
+  assert "mtf_switch.SwitchFFN.num_experts = 16" in no_cli[0][2]
+  out = capsys.readouterr().out
+  assert "Switch - dense = +0.1000 nats. No committed pilot" in out
+  assert '"gap": 0.1' in out
+
+
+def _progress(label, step, total, speed, loss=3.5):
+  return types.SimpleNamespace(label=label, step=step, total_steps=total, speed=speed,
+                               loss=loss)
+
+
+class _Tty(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_progress_bar_time_left_counts_the_models_still_to_train():
+  stream = _Tty()
+  bar = switch_vs_dense.ProgressBar(["switch", "dense"], steps=100, stream=stream)
+  bar(_progress("switch", 50, 100, speed=2.0))
+  # 50 steps of switch left and 100 of dense, at 2 steps/s: 75 s.
+  assert stream.getvalue().startswith("\rswitch [###############---------------] step    50"
+                                      "/100")
+  assert "2.00 steps/s  ~1:15 left" in stream.getvalue()
+  bar(_progress("dense", 100, 100, speed=4.0))
+  assert stream.getvalue().endswith("~0:00 left    \n")  # the last step ends the line
+
+
+def test_progress_bar_in_a_log_prints_a_line_per_tenth_not_per_step():
+  stream = io.StringIO()
+  bar = switch_vs_dense.ProgressBar(["switch", "dense"], steps=200, stream=stream)
+  for model in ("switch", "dense"):
+    for step in range(0, 201):
+      bar(_progress(model, step, 200, speed=float("nan") if step == 0 else 3.0))
+  lines = stream.getvalue().splitlines()
+  assert len(lines) == 22  # tenths 0..10 of each model
+  assert "starting" in lines[0] and "\r" not in stream.getvalue()
+
+
+def test_verdict_against_the_pilot_spread():
+  pilot = {"spread": 0.02, "seeds": [1, 2, 3]}
+  ahead = switch_vs_dense.verdict(0.05, pilot)
+  assert ahead.startswith("Switch is ahead of its dense twin by 0.0500 nats, more than the "
+                          "seed spread of this command (0.0200 nats")
+  short = switch_vs_dense.verdict(0.015, pilot)
+  assert "NOT beyond the seed spread" in short and "grow by 0.0050 nats" in short
+  behind = switch_vs_dense.verdict(-0.01, pilot)
+  assert behind.startswith("Switch is behind its dense twin by 0.0100 nats: NOT beyond")
+  assert "grow by 0.0300 nats" in behind
+
+
+def test_spread_is_the_larger_range_over_seeds():
+  assert switch_vs_dense.spread_of({"switch": [-4.0, -4.03, -4.01],
+                                    "dense": [-4.1, -4.12, -4.08]}) == pytest.approx(0.04)
+
+
+def test_headline_lines_read_the_committed_table(tmp_path):
+  assert switch_vs_dense.headline_lines(str(tmp_path)) == [
+      "No headline run committed yet (python tools/repro_speedup.py)."]
+  (tmp_path / "speedup.csv").write_text(
+      "model,seeds,steps,step speed-up\ndense,3,16000,-\nswitch_64,3,4000,> 4.00x\n")
+  lines = switch_vs_dense.headline_lines(str(tmp_path))
+  assert lines[0].startswith("Committed headline run (python tools/repro_speedup.py")
+  assert lines[1:] == ["  switch_64 (3 seed(s)) at step 4000: step speed-up > 4.00x"]
+
+
+@pytest.mark.slow
+def test_micro_run_result_fields_follow_the_model(tmp_path, capsys):
+  """Two micro runs that differ only in the Switch model's expert count: the dense figures
+  are the same, the Switch figures and the gap are not, and each gap is its own run's."""
+  runs = {}
+  for experts in (2, 4):
+    argv = ["--task", "switch_default_corpus_full_lm", "--steps", "4", "--batch_size", "4",
+            "--eval_batches", "2", "--gin_file", "repro/micro.gin", "--experts", str(experts),
+            "--output_dir", str(tmp_path / f"e{experts}"),
+            "--pilot_dir", str(tmp_path / "no_pilot")]
+    assert switch_vs_dense.main(argv) == 0
+    json_line = capsys.readouterr().out.strip().splitlines()[-1]
+    runs[experts] = __import__("json").loads(json_line)
+  finals = {e: {r["model"]: r["neg_log_perplexity"] for r in run["results"]}
+            for e, run in runs.items()}
+  assert finals[2]["dense"] == finals[4]["dense"]
+  assert finals[2]["switch"] != finals[4]["switch"]
+  for e, run in runs.items():
+    assert run["experts"] == e
+    assert run["gap"] == pytest.approx(finals[e]["switch"] - finals[e]["dense"], abs=1e-4)
+    assert os.path.getsize(run["plot"]) > 0

@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 import cli_runs  # sibling modules: the scripts put tools/ on sys.path
 import run_results
-from repro_settings import CPU_MESH, EVAL_SEED, TRAINING_SETTINGS, Variant
+from repro_settings import CPU_MESH, EVAL_SEED, TRAINING_SETTINGS, Variant, steps_of
 
 REPLAY_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "replay_routing.py")
 # Fixed validation batches the routing replay runs at every checkpoint (the evaluation's
@@ -87,8 +87,10 @@ class _TrainProgress:
   a resumed run.
   """
 
-  def __init__(self, label: str, total_steps: int, times_path: str, start_step: int):
+  def __init__(self, label: str, total_steps: int, times_path: str, start_step: int,
+               on_step: Optional[Callable[["_TrainProgress"], None]] = None):
     self.label = label
+    self.on_step = on_step
     self.total_steps = total_steps
     self.times_path = times_path
     self.seconds = _read_json(times_path)
@@ -128,9 +130,19 @@ class _TrainProgress:
         self.speed = (step - self.first_step) / (
             self.seconds[step] - self.seconds[self.first_step])
       self.step = step
-      self._print(f"checkpoint {step}/{self.total_steps}")
+      if self.on_step:
+        self.on_step(self)
+      else:
+        self._print(f"checkpoint {step}/{self.total_steps}")
     elif loss := LOSS_LINE.search(line):
       self.loss = float(loss.group(1))
+      if self.on_step and self.clock_start is not None:
+        # The CLI logs every step: between checkpoints the step and speed come from here.
+        self.step = int(loss.group(2))
+        elapsed = time.time() - self.clock_start
+        if self.step > self.first_step and elapsed > 0:
+          self.speed = (self.step - self.first_step) / elapsed
+        self.on_step(self)
 
   def _print(self, what: str) -> None:
     left = (self.total_steps - self.step) / self.speed if self.speed > 0 else float("nan")
@@ -139,19 +151,25 @@ class _TrainProgress:
           flush=True)
 
 
-def train(variant: Variant, settings: dict, output_dir: str) -> None:
-  """Trains one variant to settings['steps'], resuming from its last checkpoint."""
+def train(variant: Variant, settings: dict, output_dir: str,
+          on_step: Optional[Callable[[_TrainProgress], None]] = None) -> None:
+  """Trains one variant to its steps (steps_of), resuming from its last checkpoint.
+
+  on_step: given the progress (step, total_steps, speed, loss) at every logged step and
+  checkpoint, instead of the default line per checkpoint.
+  """
   model_dir = os.path.join(output_dir, variant.name)
+  steps = steps_of(variant, settings)
   done = max(run_results.checkpoint_steps(model_dir), default=0)
-  if done >= settings["steps"]:
+  if done >= steps:
     print(f"{variant.name}: trained ({done} steps)", flush=True)
     return
-  print(f"{variant.name}: training {done} -> {settings['steps']} steps ({variant.description})",
+  print(f"{variant.name}: training {done} -> {steps} steps ({variant.description})",
         flush=True)
   every = settings["checkpoint_every"]
   data_seed = settings["data_seed"] if variant.data_seed is None else variant.data_seed
   params = _base_params(settings) + list(variant.gin_params) + [
-      'utils.run.mode = "train"', f"utils.run.train_steps = {settings['steps']}",
+      'utils.run.mode = "train"', f"utils.run.train_steps = {steps}",
       f"utils.run.save_checkpoints_steps = {every}",
       # TPUEstimator on CPU saves only between loops: one loop per checkpoint interval.
       f"utils.run.iterations_per_loop = {every}",
@@ -161,8 +179,8 @@ def train(variant: Variant, settings: dict, output_dir: str) -> None:
       f"mtf_switch.init_seed.seed = {data_seed}",
       # A resumed run skips the batches it has seen instead of replaying the seeded stream.
       "utils.run.skip_seen_data = True"]
-  progress = _TrainProgress(variant.name, settings["steps"],
-                            os.path.join(model_dir, "train_seconds.json"), done)
+  progress = _TrainProgress(variant.name, steps,
+                            os.path.join(model_dir, "train_seconds.json"), done, on_step)
   run_cli(model_dir, _gin_files(variant, settings), params, "train", progress,
           on_start=progress.started)
 
@@ -233,7 +251,8 @@ def _finished(variant: Variant, settings: dict, output_dir: str) -> Optional[dic
   model_dir = os.path.join(output_dir, variant.name)
   steps = run_results.checkpoint_steps(model_dir)
   quality = _read_json(_eval_record(model_dir, settings))
-  if not steps or steps[-1] < settings["steps"] or any(s not in quality for s in steps):
+  if not steps or steps[-1] < steps_of(variant, settings) or any(
+      s not in quality for s in steps):
     return None
   return quality
 
@@ -246,7 +265,8 @@ def _fingerprint(variant: Variant, settings: dict) -> dict:
   """What a finished model's record must match to stand in for training it again."""
   return {"variant": {"gin_files": list(variant.gin_files), "gin_params": list(variant.gin_params),
                       "data_seed": variant.data_seed},
-          **{k: settings.get(k) for k in (*TRAINING_SETTINGS, "steps", "eval_batches")}}
+          **{k: settings.get(k) for k in (*TRAINING_SETTINGS, "eval_batches")},
+          "steps": steps_of(variant, settings)}
 
 
 def read_record(records_dir: Optional[str], variant: Variant, settings: dict) -> Optional[dict]:
@@ -328,7 +348,7 @@ def run_variants(variants: Sequence[Variant], settings: dict, output_dir: str,
     curves[variant.name] = [
         {"step": s, "train_seconds": seconds.get(s), "cpu_seconds": cpu.get(s),
          "neg_log_perplexity": q}
-        for s, q in sorted(quality.items()) if s <= settings["steps"]]
+        for s, q in sorted(quality.items()) if s <= steps_of(variant, settings)]
     if records_dir and _finished(variant, settings, output_dir) is not None:
       _write_record(records_dir, variant, settings, curves[variant.name], output_dir)
     print(f"== {variant.name} done in {time.time() - started:.0f} s", flush=True)

@@ -43,6 +43,8 @@ class Variant:
     description: one line for the markdown ("8 experts, cf 1.25").
     data_seed: this variant's training data seed (repeats of one model with other seeds);
       None: the run's --data_seed, the same for every model.
+    steps: this variant's training steps (a baseline trained longer than the others, to read
+      off where it reaches their quality); None: the run's --steps.
   """
 
   name: str
@@ -50,6 +52,12 @@ class Variant:
   gin_params: tuple = ()
   description: str = ""
   data_seed: Optional[int] = None
+  steps: Optional[int] = None
+
+
+def steps_of(variant: Variant, settings: dict) -> int:
+  """The training steps of one variant of a run."""
+  return settings["steps"] if variant.steps is None else variant.steps
 
 
 def add_common_flags(parser: argparse.ArgumentParser, script: str, steps: int,
