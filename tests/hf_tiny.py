@@ -18,8 +18,11 @@ VOCAB = 128
 INPUTS_LENGTH, TARGETS_LENGTH, BATCH = 12, 7, 3
 
 
-def switch_model(seed=0, **overrides):
-  """2+2... blocks with sparse FFNs in every other block of both stacks."""
+def switch_model(seed=0, distinct_inputs=False, **overrides):
+  """2+2... blocks with sparse FFNs in every other block of both stacks.
+
+  distinct_inputs (untied only): the encoder's and decoder's input embeddings are two more
+  random matrices, as transformers 5.24 builds them, instead of copies of ``shared``."""
   config = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=4,
                 num_decoder_layers=4, num_heads=4, num_experts=4, num_sparse_encoder_layers=2,
                 num_sparse_decoder_layers=2, expert_capacity=64, dropout_rate=0.0,
@@ -34,7 +37,10 @@ def switch_model(seed=0, **overrides):
       if isinstance(module, hf_switch.SwitchTransformersTop1Router):
         module.classifier.weight.normal_(0.0, 1.0)
   if not config["tie_word_embeddings"]:
-    model.lm_head.weight = torch.nn.Parameter(torch.randn(VOCAB, config["d_model"]))
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(config["vocab_size"],
+                                                          config["d_model"]))
+    if distinct_inputs:
+      return model.eval()
     # transformers 5.24 drops *all* of the model's tied pairs when tie_word_embeddings is
     # False, so the encoder's and decoder's input embeddings become two more independent
     # random matrices beside the unused `shared`, and from_pretrained re-initialises them
@@ -59,11 +65,12 @@ def t5_v11_model(seed=0, **overrides):
   return model.eval()
 
 
-def ids(seed=1, batch=BATCH, inputs_length=INPUTS_LENGTH, targets_length=TARGETS_LENGTH):
+def ids(seed=1, batch=BATCH, inputs_length=INPUTS_LENGTH, targets_length=TARGETS_LENGTH,
+        vocab=VOCAB):
   """Token ids >= 2 (0 is padding, 1 is EOS for Mesh-TF)."""
   rng = np.random.RandomState(seed)
-  return (rng.randint(2, VOCAB, (batch, inputs_length)).astype(np.int32),
-          rng.randint(2, VOCAB, (batch, targets_length)).astype(np.int32))
+  return (rng.randint(2, vocab, (batch, inputs_length)).astype(np.int32),
+          rng.randint(2, vocab, (batch, targets_length)).astype(np.int32))
 
 
 @dataclasses.dataclass

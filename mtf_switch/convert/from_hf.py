@@ -21,6 +21,7 @@ import numpy as np
 
 from mtf_switch.convert import gin as gin_lib
 from mtf_switch.convert import names as names_lib
+from mtf_switch.convert import structure
 from mtf_switch.convert.hf_files import SPIECE, HFTensors, check_output_dir, staged_output_dir
 from mtf_switch.convert.spec import ConversionError, ModelSpec, from_hf_config, read_hf_config
 from mtf_switch.convert.tf_checkpoint import StreamingCheckpointWriter
@@ -38,7 +39,7 @@ def check_tensors(spec: ModelSpec, source: HFTensors) -> None:
   for entry in table:
     for hf_name in entry.hf_names:
       expected[hf_name] = entry.hf_shape
-  aliases = set(names_lib.embedding_aliases(spec))
+  aliases = set(names_lib.embedding_aliases(spec)) | set(names_lib.unused_hf_names(spec))
   present = set(source.names())
   unknown = sorted(present - set(expected) - aliases)
   if unknown:
@@ -59,14 +60,6 @@ def check_tensors(spec: ModelSpec, source: HFTensors) -> None:
                             f"the config needs {tuple(want)}")
 
 
-def _to_mtf(entry: names_lib.Entry, arrays) -> np.ndarray:
-  if entry.layout == names_lib.SAME:
-    return arrays[0]
-  if entry.layout == names_lib.TRANSPOSE:
-    return np.ascontiguousarray(arrays[0].T)
-  return np.stack([a.T for a in arrays])
-
-
 def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_INPUTS_LENGTH,
             targets_length: int = gin_lib.DEFAULT_TARGETS_LENGTH,
             slice_bytes: int = DEFAULT_SLICE_BYTES,
@@ -84,6 +77,8 @@ def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_I
   config = read_hf_config(hf_dir)
   spec = from_hf_config(config, where=os.path.join(hf_dir, "config.json"))
   source = HFTensors(hf_dir)
+  # The tensors decide the structure; config.json the rest (structure.py).
+  spec = structure.spec_from_checkpoint(spec, config, source, hf_dir, progress)
   if (not spec.tied_logits and "lm_head.weight" not in set(source.names())
       and config.get("tie_word_embeddings", True)):
     # transformers >= 5 T5: tied softmax without the d_model**-0.5 scale, which Mesh-TF
@@ -120,7 +115,6 @@ def _write(spec: ModelSpec, source: HFTensors, work: str, slice_bytes: int, prog
   for entry in table:
     groups.setdefault(entry.group, []).append(entry)
   writer = StreamingCheckpointWriter(work)
-  shared = None
   start = time.time()
   for number, (group, entries) in enumerate(groups.items(), start=1):
     tensors, total = {}, 0
@@ -131,30 +125,29 @@ def _write(spec: ModelSpec, source: HFTensors, work: str, slice_bytes: int, prog
         chunk = max(1, slice_bytes // per_expert)
         for first in range(0, len(entry.hf_names), chunk):
           hf_names = entry.hf_names[first:first + chunk]
-          value = _to_mtf(entry, [source.get(n) for n in hf_names])
+          value = names_lib.to_mtf_value(entry, [source.get(n) for n in hf_names])
           writer.write({entry.mtf_name: value},
                        slices={entry.mtf_name: (entry.mtf_shape, first)}, dtype=dtype)
           total += value.nbytes
         continue
-      value = _to_mtf(entry, [source.get(n) for n in entry.hf_names])
-      if entry.mtf_name == "shared/embedding":
-        shared = value
+      value = names_lib.to_mtf_value(entry, [source.get(n) for n in entry.hf_names])
       tensors[entry.mtf_name] = value
       total += value.nbytes
     if tensors:
       writer.write(tensors, dtype=dtype)
     if group == "embeddings":
-      _check_aliases(spec, source, shared)
-      shared = None
+      _check_aliases(spec, source)
     progress(f"[{number}/{len(groups)}] {group}: {len(entries)} tensors, "
              f"{total / 2**20:.1f} MiB, {time.time() - start:.1f} s")
   writer.finish(global_step=0)
 
 
-def _check_aliases(spec: ModelSpec, source: HFTensors, shared: np.ndarray) -> None:
+def _check_aliases(spec: ModelSpec, source: HFTensors) -> None:
   present = set(source.names())
+  aliases = [a for a in names_lib.embedding_aliases(spec) if a in present]
+  shared = source.get("shared.weight") if aliases else None
   for alias in names_lib.embedding_aliases(spec):
-    if alias in present and not np.array_equal(source.get(alias), shared):
+    if alias in aliases and not np.array_equal(source.get(alias), shared):
       what = ("the config ties the softmax to the embedding (tie_word_embeddings)"
               if alias == "lm_head.weight" else "HF ties it to shared.weight")
       raise ConversionError(f"{source.model_dir}: tensor {alias!r} differs from "

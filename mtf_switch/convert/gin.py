@@ -56,7 +56,7 @@ def model_gin(spec: ModelSpec, source: str, inputs_length: int = DEFAULT_INPUTS_
       "utils.tpu_mesh_shape.tpu_topology = None",
       "",
       f"Unitransformer.shared_embedding_and_softmax_weights = {spec.tied_logits}",
-      "Bitransformer.shared_embedding = True",
+      f"Bitransformer.shared_embedding = {not spec.separate_input_embeddings}",
       f"transformer.sublayer_rms_norm.epsilon = {spec.layer_norm_epsilon!r}",
       "transformer_layers.SelfAttention.relative_attention_num_buckets = "
       f"{spec.relative_attention_num_buckets}",
@@ -66,6 +66,13 @@ def model_gin(spec: ModelSpec, source: str, inputs_length: int = DEFAULT_INPUTS_
       _layer_list(spec, "encoder"),
       _layer_list(spec, "decoder"),
   ]
+  if spec.vocab_is_padded:
+    lines += [
+        f"# Mesh-TF pads the vocabulary to {spec.mtf_vocab_size}; ids >= {spec.vocab_size} are "
+        "zero rows, their logits masked:",
+        "import mtf_switch.convert.vocab_mask",
+        f"mtf_switch.hf_vocab.size = {spec.vocab_size}",
+        ""]
   lines.append(f"utils.run.sequence_length = {{'inputs': {inputs_length}, "
                f"'targets': {targets_length}}}")
   if spec.is_switch:

@@ -63,7 +63,8 @@ def run_logits(gin_files: Sequence[str], checkpoint: str, inputs: np.ndarray,
 
     # Masters in the checkpoint's dtype (bfloat16 for a switch_mesh_transformer run), computed
     # in float32.
-    master = tf.train.load_checkpoint(checkpoint).get_variable_to_dtype_map()["shared/embedding"]
+    master = tf.train.load_checkpoint(checkpoint).get_variable_to_dtype_map()[
+        "encoder/rms_norm/scale"]
     logits, _ = model.call_simple(ids(inputs, "length"), ids(targets, "length"),
                                   compute_loss=False, mode=tf.estimator.ModeKeys.EVAL,
                                   variable_dtype=mtf.VariableDType(master, tf.float32,

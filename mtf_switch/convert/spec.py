@@ -23,7 +23,7 @@ Semantics that must agree for logit parity (checked by tests/test_hf_parity.py):
 import dataclasses
 import json
 import os
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 
 class ConversionError(ValueError):
@@ -34,6 +34,8 @@ class ConversionError(ValueError):
 HF_TO_MTF_ACTIVATION = {"relu": "relu", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu"}
 MTF_TO_HF_ACTIVATION = {"relu": "relu", "gelu": "gelu_new"}
 MTF_MAX_DISTANCE = 128
+# Unitransformer.vocab_divisor's default: Mesh-TF rounds every vocabulary up to a multiple.
+MTF_VOCAB_DIVISOR = 128
 SWITCH_MODEL_TYPE = "switch_transformers"
 T5_MODEL_TYPE = "t5"
 
@@ -51,6 +53,9 @@ class ModelSpec:
     activation: Mesh-TF activation of every FFN ("relu" or "gelu").
     gated: FFN is act(x wi_0) * (x wi_1) (T5 v1.1's gated-gelu); dense FFNs only.
     tied_logits: logits = (d_model**-0.5 * x) @ embedding.T (else a separate lm_head).
+    separate_input_embeddings: the encoder and the decoder read their own input embedding
+      (HF's encoder/decoder.embed_tokens of an untied Switch model; Mesh-TF's
+      ``Bitransformer.shared_embedding = False``); else both read ``shared``.
     layer_norm_epsilon, relative_attention_num_buckets: as in the HF config.
     router_jitter_noise, router_z_loss_coef, router_aux_loss_coef: HF's training settings,
       kept so that an export writes them back and the gin file can state them.
@@ -69,6 +74,7 @@ class ModelSpec:
   activation: str = "relu"
   gated: bool = False
   tied_logits: bool = True
+  separate_input_embeddings: bool = False
   layer_norm_epsilon: float = 1e-6
   relative_attention_num_buckets: int = 32
   router_jitter_noise: float = 0.01
@@ -87,6 +93,16 @@ class ModelSpec:
   def is_switch(self) -> bool:
     return self.model_type == SWITCH_MODEL_TYPE
 
+  @property
+  def mtf_vocab_size(self) -> int:
+    """Mesh-TF's vocabulary dimension: vocab_size rounded up to MTF_VOCAB_DIVISOR (the rows
+    beyond vocab_size are zero on import, and masked out of the logits, see vocab_mask.py)."""
+    return -(-self.vocab_size // MTF_VOCAB_DIVISOR) * MTF_VOCAB_DIVISOR
+
+  @property
+  def vocab_is_padded(self) -> bool:
+    return self.mtf_vocab_size != self.vocab_size
+
 
 def _require(config: Dict, key: str, where: str):
   if key not in config:
@@ -94,12 +110,15 @@ def _require(config: Dict, key: str, where: str):
   return config[key]
 
 
-def hf_sparse_pattern(num_layers: int, num_sparse: int) -> Tuple[bool, ...]:
-  """HF's rule (SwitchTransformersStack): step = layers // sparse; block i sparse iff
-  i % step == 1, or every block when step == 1; no sparse block when num_sparse == 0."""
-  if num_sparse <= 0:
-    return (False,) * num_layers
-  step = num_layers // num_sparse
+def hf_sparse_pattern(num_layers: int, num_sparse: int,
+                      stored_step: Optional[int] = None) -> Tuple[bool, ...]:
+  """HF's rule (SwitchTransformersConfig, SwitchTransformersStack): step = layers // sparse
+  (= layers when sparse is 0), unless the config stores its own ``*_sparse_step``, which then
+  overrides it; block i is sparse iff step > 0 and (i % step == 1 or step == 1)."""
+  if stored_step is not None:
+    step = int(stored_step)
+  else:
+    step = num_layers // num_sparse if num_sparse > 0 else num_layers
   # More sparse layers than layers gives step 0, which HF builds as no sparse layer at all.
   return tuple(step > 0 and (i % step == 1 or step == 1) for i in range(num_layers))
 
@@ -161,9 +180,11 @@ def from_hf_config(config: Dict, where: str = "config.json") -> ModelSpec:
   return ModelSpec(
       **common,
       encoder_sparse=hf_sparse_pattern(num_layers,
-                                       int(config.get("num_sparse_encoder_layers", 3))),
+                                       int(config.get("num_sparse_encoder_layers", 3)),
+                                       config.get("encoder_sparse_step")),
       decoder_sparse=hf_sparse_pattern(num_decoder_layers,
-                                       int(config.get("num_sparse_decoder_layers", 3))),
+                                       int(config.get("num_sparse_decoder_layers", 3)),
+                                       config.get("decoder_sparse_step")),
       num_experts=int(_require(config, "num_experts", where)),
       expert_capacity=int(_require(config, "expert_capacity", where)),
       activation=_activation(act, where, "dense_act_fn"),
@@ -192,11 +213,13 @@ def read_hf_config(model_dir: str) -> Dict:
     return json.load(f)
 
 
-def _sparse_count_and_check(pattern: Tuple[bool, ...], stack: str) -> int:
-  """The num_sparse_*_layers whose HF rule gives exactly ``pattern``."""
-  for count in range(len(pattern) + 1):
-    if hf_sparse_pattern(len(pattern), count) == pattern:
-      return count
+def hf_sparse_step(pattern: Tuple[bool, ...], stack: str) -> int:
+  """The ``*_sparse_step`` whose HF rule gives exactly ``pattern`` (0: no sparse block; note
+  that HF's own "no sparse layer" setting, num_sparse = 0, gives step = layers and so makes
+  block 1 sparse)."""
+  for step in range(len(pattern) + 1):
+    if hf_sparse_pattern(len(pattern), 0, stored_step=step) == pattern:
+      return step
   raise ConversionError(
       f"{stack} sparse layers at {[i for i, s in enumerate(pattern) if s]} cannot be written "
       f"as an HF config (HF puts them at i % step == 1)")
@@ -212,6 +235,10 @@ def to_hf_config(spec: ModelSpec) -> Dict:
       layer_norm_epsilon=spec.layer_norm_epsilon, initializer_factor=1.0,
       is_encoder_decoder=True, use_cache=True, pad_token_id=0, eos_token_id=1,
       decoder_start_token_id=0, tie_word_embeddings=spec.tied_logits)
+  if spec.separate_input_embeddings and (spec.tied_logits or not spec.is_switch):
+    raise ConversionError("separate encoder/decoder input embeddings have an HF counterpart "
+                          "only in an untied Switch model (HF ties both embed_tokens to shared "
+                          "when it ties the softmax, and in every T5 model)")
   if spec.model_type == T5_MODEL_TYPE:
     act = MTF_TO_HF_ACTIVATION[spec.activation]
     proj = ("gated-gelu" if act == "gelu_new" else f"gated-{act}") if spec.gated else act
@@ -223,8 +250,12 @@ def to_hf_config(spec: ModelSpec) -> Dict:
       common, model_type=SWITCH_MODEL_TYPE,
       architectures=["SwitchTransformersForConditionalGeneration"],
       num_experts=spec.num_experts, expert_capacity=spec.expert_capacity,
-      num_sparse_encoder_layers=_sparse_count_and_check(spec.encoder_sparse, "encoder"),
-      num_sparse_decoder_layers=_sparse_count_and_check(spec.decoder_sparse, "decoder"),
+      # The stored steps decide the layout in transformers (they override the step it derives
+      # from num_sparse_*_layers); the counts are written for the reader.
+      num_sparse_encoder_layers=sum(spec.encoder_sparse),
+      num_sparse_decoder_layers=sum(spec.decoder_sparse),
+      encoder_sparse_step=hf_sparse_step(spec.encoder_sparse, "encoder"),
+      decoder_sparse_step=hf_sparse_step(spec.decoder_sparse, "decoder"),
       dense_act_fn=MTF_TO_HF_ACTIVATION[spec.activation], router_bias=False,
       router_dtype="float32", router_jitter_noise=spec.router_jitter_noise,
       router_z_loss_coef=spec.router_z_loss_coef,

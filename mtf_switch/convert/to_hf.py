@@ -39,6 +39,10 @@ from mtf_switch.convert.spec import (
 )
 
 SLOT_PATTERN = re.compile(r"_slot_[a-z]+$")
+# Untied Switch models: the HF input embeddings written as copies of a Mesh-TF one.
+SWITCH_INPUT_COPIES = {
+    "shared.weight": ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"),
+    "encoder.embed_tokens.weight": ("shared.weight",)}
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -66,6 +70,21 @@ def _activation(value, where: str):
   raise ConversionError(f"{where}: activation {value!r} has no HF counterpart")
 
 
+def _hf_vocab_size(gin, rows: int) -> int:
+  """The HF vocabulary: ``mtf_switch.hf_vocab.size`` when the gin binds it (an imported
+  model whose vocabulary Mesh-TF pads), else the checkpoint's rows."""
+  try:
+    size = gin.query_parameter("mtf_switch.hf_vocab.size")
+  except ValueError:
+    return rows
+  if size is None:
+    return rows
+  if not 0 < size <= rows:
+    raise ConversionError(f"mtf_switch.hf_vocab.size={size} does not fit the checkpoint's "
+                          f"{rows} vocabulary rows")
+  return int(size)
+
+
 def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_size: int,
                   expert_capacity: Optional[int] = None) -> ModelSpec:
   """Reads the model the gin files build; raises ConversionError for what HF lacks."""
@@ -81,8 +100,10 @@ def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_siz
                                            output_vocab_size=vocab_size, layout="", mesh_shape="")
   if not isinstance(model, transformer.Bitransformer):
     raise ConversionError(f"{type(model).__name__}: only encoder-decoder models export")
-  if not model.shared_embedding:
-    raise ConversionError("Bitransformer.shared_embedding=False has no HF counterpart")
+  separate_inputs = not model.shared_embedding
+  if separate_inputs and model.decoder.shared_embedding_and_softmax_weights:
+    raise ConversionError("Bitransformer.shared_embedding=False with a tied softmax has no HF "
+                          "counterpart (HF ties the input embeddings to the tied softmax)")
   found = {"ffn": set(), "attention": set(), "switch": set()}
   sparse = {}
   for stack_name, stack in (("encoder", model.encoder), ("decoder", model.decoder)):
@@ -156,10 +177,11 @@ def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_siz
     epsilon = gin.query_parameter("transformer.sublayer_rms_norm.epsilon")
   except ValueError:
     epsilon = 1e-6
-  common = dict(vocab_size=vocab_size, d_model=model.encoder.model_dim.size, d_kv=d_kv,
+  common = dict(vocab_size=_hf_vocab_size(gin, vocab_size), d_model=model.encoder.model_dim.size, d_kv=d_kv,
                 d_ff=d_ff, num_heads=num_heads, encoder_sparse=sparse["encoder"],
                 decoder_sparse=sparse["decoder"], activation=activation, gated=gated,
                 tied_logits=bool(model.decoder.shared_embedding_and_softmax_weights),
+                separate_input_embeddings=separate_inputs,
                 layer_norm_epsilon=float(epsilon),
                 relative_attention_num_buckets=buckets.pop())
   if not is_switch:
@@ -177,9 +199,11 @@ def convert(checkpoint: str, gin_files: Sequence[str], gin_params: Sequence[str]
   check_output_dir(output_dir)
   checkpoint = resolve_checkpoint(checkpoint)
   shapes = dict(tf.train.list_variables(checkpoint))
-  if "shared/embedding" not in shapes:
-    raise ConversionError(f"{checkpoint}: no 'shared/embedding' variable")
-  spec = spec_from_gin(gin_files, gin_params, shapes["shared/embedding"][0], expert_capacity)
+  embedding = next((n for n in ("shared/embedding", "encoder/embedding") if n in shapes), None)
+  if embedding is None:
+    raise ConversionError(f"{checkpoint}: no 'shared/embedding' or 'encoder/embedding' "
+                          f"variable")
+  spec = spec_from_gin(gin_files, gin_params, shapes[embedding][0], expert_capacity)
   table = names_lib.variable_table(spec)
   model_vars = {n for n in shapes if n != names_lib.GLOBAL_STEP and not SLOT_PATTERN.search(n)}
   expected = {e.mtf_name: e for e in table}
@@ -206,18 +230,14 @@ def convert(checkpoint: str, gin_files: Sequence[str], gin_params: Sequence[str]
     for entry in table:
       # Mesh-TF saves bfloat16 masters by default; HF reads float32 (an exact widening).
       value = reader.get_tensor(entry.mtf_name).astype(np.float32)
-      if entry.layout == names_lib.SAME:
-        yield entry.hf_names[0], value
-      elif entry.layout == names_lib.TRANSPOSE:
-        yield entry.hf_names[0], value.T
-      else:
-        for expert, hf_name in enumerate(entry.hf_names):
-          yield hf_name, value[expert].T
-      if entry.mtf_name == "shared/embedding" and spec.is_switch and not spec.tied_logits:
-        # transformers 5.24 unties the input embeddings from `shared` too when
-        # tie_word_embeddings is False, and re-initialises them if absent: write them.
-        yield "encoder.embed_tokens.weight", value
-        yield "decoder.embed_tokens.weight", value
+      for hf_name, hf_value in names_lib.to_hf_values(entry, value):
+        yield hf_name, hf_value
+        if spec.is_switch and not spec.tied_logits and hf_name in SWITCH_INPUT_COPIES:
+          # transformers 5.24 unties the input embeddings from `shared` too when
+          # tie_word_embeddings is False, re-initialising any that is absent: every one of
+          # the three is written (`shared` unused by HF then, a copy of the encoder's).
+          for copy in SWITCH_INPUT_COPIES[hf_name]:
+            yield copy, hf_value
 
   with staged_output_dir(output_dir, prefix=".export-") as work:
     save_safetensors_shards(tensors(), work)
