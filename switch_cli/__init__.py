@@ -7,6 +7,7 @@ so neither of them imports it:
   gin_parse.py  mesh-tf's gin parsing step, with the project's steps added
   dtypes.py     the variable and activation dtypes the user's gin asked for, honoured on CPU
   preflight.py  checks that run before TensorFlow builds or starts anything
+  infer.py      infer / score modes: one checkpoint (default the latest), UTF-8 text, exit
 """
 
 

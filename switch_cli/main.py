@@ -10,7 +10,9 @@ What it adds to t5's command line, whose flags it leaves untouched:
   * the dtypes the user's gin asks for (``switch_cli.dtypes``): t5 resets them to float32 on
     CPU, silently;
   * the pre-flight checks of ``switch_cli.preflight`` (checkpoint present and of this model,
-    vocabulary loads, nothing to train, stale temporary files), before TensorFlow starts.
+    vocabulary loads, nothing to train, stale temporary files), before TensorFlow starts;
+  * ``infer`` and ``score_*`` modes that decode one checkpoint (default: the latest), write
+    UTF-8 text and exit (``switch_cli.infer``).
 """
 
 import os
@@ -51,7 +53,7 @@ def main() -> int:
 
   import gin
 
-  from switch_cli import PreflightError, gin_parse, preflight
+  from switch_cli import PreflightError, gin_parse, infer, preflight
 
   # The project's gin/ (models/, mesh/) is searched like t5's own gin directory, so
   # --gin_file=models/switch_tiny.gin works from any directory.
@@ -61,6 +63,7 @@ def main() -> int:
       after_parse=[preflight.register_text_files, preflight.register_finetune_vocabulary,
                    preflight.check_task])
   preflight.install(mesh_transformer_main, before_run=requested.restore)
+  infer.install()  # infer/score: one checkpoint (default the latest), UTF-8 text, then exit
   sys.argv[0] = "t5_mesh_transformer"
   try:
     return mesh_transformer_main.console_entry_point()
