@@ -92,10 +92,19 @@ def test_misshaped_tensor(hf_dir, tmp_path):
 
 
 def test_unknown_tensor(hf_dir, tmp_path):
-  name = "encoder.block.0.layer.1.mlp.router.classifier.weight"  # block 0 is dense
+  name = "encoder.block.1.layer.1.mlp.extra.weight"
   source = _copy_with(hf_dir, tmp_path,
                       edit_tensors=lambda t: t.update({name: torch.zeros(4, 16)}))
   _assert_fails(source, tmp_path, "no place", name)
+
+
+def test_router_in_a_dense_block_makes_it_sparse_and_its_dense_ffn_unknown(hf_dir, tmp_path):
+  # The tensors decide which blocks are sparse: block 0 with a router is a Switch block, whose
+  # dense weights then have no place (and its experts are missing).
+  name = "encoder.block.0.layer.1.mlp.router.classifier.weight"
+  source = _copy_with(hf_dir, tmp_path,
+                      edit_tensors=lambda t: t.update({name: torch.zeros(4, 16)}))
+  _assert_fails(source, tmp_path, "no place", "encoder.block.0.layer.1.mlp.wi.weight")
 
 
 def test_untied_alias_that_differs_is_refused(hf_dir, tmp_path):

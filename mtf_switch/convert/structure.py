@@ -60,9 +60,13 @@ def read_structure(source: HFTensors) -> TensorStructure:
     if match:
       sparse[match.group(1)].add(int(match.group(2)))
       experts[name] = source.shape(name)[0]
-  if len(set(experts.values())) > 1:
-    raise ConversionError(f"{source.model_dir}: the routers have different expert counts "
-                          f"{sorted(set(experts.values()))}; HF has one num_experts")
+  counts = sorted(set(experts.values()), key=list(experts.values()).count)
+  if len(counts) > 1:
+    odd = sorted(name for name, count in experts.items() if count != counts[-1])
+    raise ConversionError(
+        f"{source.model_dir}: tensor {odd[0]!r} has shape {tuple(source.shape(odd[0]))}, the "
+        f"other routers {(counts[-1],) + tuple(source.shape(odd[0]))[1:]} (HF has one "
+        f"num_experts)")
   return TensorStructure(
       vocab_size=source.shape("shared.weight")[0],
       encoder_sparse=tuple(i in sparse["encoder"] for i in range(blocks["encoder"])),
