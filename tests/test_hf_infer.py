@@ -27,6 +27,7 @@ LINES = ["a joy to watch", "dull and lifeless", "warm , funny and wise"]
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
   root = tmp_path_factory.mktemp("hf_infer")
+  (root / "e2e").mkdir()
   workdir = make_workdir(root / "e2e")
   hf_tiny.switch_model(vocab_size=E2E_VOCAB).save_pretrained(root / "hf")
   from_hf.convert(str(root / "hf"), str(root / "imported"), inputs_length=32,

@@ -84,6 +84,9 @@ def command(args, output_prefix: str):
                f"score_from_strings.inputs = {source!r}",
                f"score_from_strings.targets = {targets!r}",
                "score_from_strings.score_postprocess_fn = @utils.save_scores",
+               # Its example text would re-detokenize t5's already-decoded strings (bytes,
+               # which it cannot): the scores alone.
+               "save_scores.save_example_text = False",
                f"save_scores.scores_filename = {output_prefix!r}"]
   args_list = [sys.executable, "-m", "switch_cli", f"--model_dir={args.model_dir}",
                "--gin_file=mesh/cpu_data_parallel.gin"]
