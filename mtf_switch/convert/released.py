@@ -14,8 +14,15 @@ The Base family's files differ only in num_experts (8 ... 256); base-8/16/64/128
 config with their expert count (their own files were not in the index: verify on download,
 ``from-hf`` refuses any mismatching tensor). T5 v1.1 (google/t5-v1_1-*) is T5Config with
 feed_forward_proj "gated-gelu" and tie_word_embeddings false, sizes as in Table 9's T5 rows.
-switch-large-128 and switch-xxl-128 are not here: their config.json files were not in the
-index, and a guessed file would be a claim nobody checked.
+switch-large-128: the fields of its Hub config.json as issue 26 records them (d_model 1024,
+d_ff 4096, 16 heads, 24 + 24 blocks, 12 + 12 sparse, 128 experts, relu, expert_capacity 64,
+vocabulary 32128, tied); d_kv 64 and the remaining fields as the Base family's (not seen:
+``from-hf`` follows the tensors and names any difference). flaxformer's T5X gin
+(t5x/configs/moe/models/switch_large.gin) agrees on sizes, layers and experts.
+switch-xxl-128 is not here: its config.json (48 encoder / 12 decoder blocks, per the issue)
+and the T5X gin it was trained with (switch_xxl.gin: 24 + 24 blocks, d_model 4096, MLP 10240,
+64 heads, 128 experts, GEGLU, separate logits) disagree, HF's SwitchTransformers has no GEGLU
+expert, and the checkpoint's tensors, which decide, were not available here.
 
 Where the release differs from the paper (Table 9):
 * Switch-Base: ReLU experts and FFNs of d_ff 3072 (Table 9: GEGLU 2048; same parameters),
@@ -64,6 +71,9 @@ def _t5_v11(d_model, d_ff, heads, layers):
 
 RELEASED = {f"switch_base_{n}": dict(_SWITCH_BASE, num_experts=n)
             for n in (8, 16, 32, 64, 128, 256)}
+RELEASED["switch_large_128"] = dict(
+    _SWITCH_BASE, d_model=1024, d_ff=4096, num_heads=16, num_layers=24, num_decoder_layers=24,
+    num_sparse_encoder_layers=12, num_sparse_decoder_layers=12, num_experts=128)
 RELEASED["switch_c_2048"] = _SWITCH_C
 RELEASED["t5_v1_1_base"] = _t5_v11(768, 2048, 12, 12)
 RELEASED["t5_v1_1_large"] = _t5_v11(1024, 2816, 16, 24)
