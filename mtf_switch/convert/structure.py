@@ -30,7 +30,8 @@ from mtf_switch.convert.hf_files import HFTensors
 from mtf_switch.convert.spec import ConversionError, ModelSpec
 
 _BLOCK = re.compile(r"^(encoder|decoder)\.block\.(\d+)\.")
-_ROUTER = re.compile(r"^(encoder|decoder)\.block\.(\d+)\.layer\.\d+\.mlp\.router\.classifier\.weight$")
+_ROUTER = re.compile(
+    r"^(encoder|decoder)\.block\.(\d+)\.layer\.\d+\.mlp\.router\.classifier\.weight$")
 _INPUTS = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
 
