@@ -177,8 +177,8 @@ def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_siz
     epsilon = gin.query_parameter("transformer.sublayer_rms_norm.epsilon")
   except ValueError:
     epsilon = 1e-6
-  common = dict(vocab_size=_hf_vocab_size(gin, vocab_size), d_model=model.encoder.model_dim.size, d_kv=d_kv,
-                d_ff=d_ff, num_heads=num_heads, encoder_sparse=sparse["encoder"],
+  common = dict(vocab_size=_hf_vocab_size(gin, vocab_size),
+                d_model=model.encoder.model_dim.size, d_kv=d_kv, d_ff=d_ff, num_heads=num_heads, encoder_sparse=sparse["encoder"],
                 decoder_sparse=sparse["decoder"], activation=activation, gated=gated,
                 tied_logits=bool(model.decoder.shared_embedding_and_softmax_weights),
                 separate_input_embeddings=separate_inputs,
