@@ -97,7 +97,7 @@ def test_goal_verdict_reads_the_rows():
       rows)
 
 
-def test_variants_train_dense_four_times_longer_dense_first():
+def test_variants_train_dense_four_times_longer_dense_first(tmp_path):
   variants = repro_speedup.model_variants()
   names = [v.name for v in variants]
   assert names[:5] == ["dense", "switch_4", "switch_16", "switch_64", "switch_128"]
@@ -108,7 +108,9 @@ def test_variants_train_dense_four_times_longer_dense_first():
   assert steps["switch_128"] == steps["switch_64.seed2"] == 4000
   assert all(repro_speedup.SCHEDULE_GIN in v.gin_files for v in variants)
   with pytest.raises(SystemExit, match="--dense_steps 2 is below --steps 4"):
-    repro_speedup.main(["--steps", "4", "--dense_steps", "2", "--only", "none"])
+    repro_speedup.main(["--steps", "4", "--dense_steps", "2", "--only", "none",
+                        "--output_dir", str(tmp_path / "runs")])
+  assert not (tmp_path / "runs").exists()  # refused before the run's settings were written
 
 
 def _csv(path):
@@ -121,7 +123,7 @@ def test_micro_run_trains_dense_longer_and_reads_speedups_off_its_curve(tmp_path
   argv = ["--task", "switch_default_corpus_full_lm", "--steps", "4", "--dense_steps", "8",
           "--checkpoint_every", "2", "--batch_size", "4", "--eval_batches", "2",
           "--gin_file", "repro/micro.gin", "--experts", "2", "--seeds", "1",
-          "--seeded_experts", "--output_dir", str(tmp_path / "runs"),
+          "--seeded_experts", "--evaluate_every", "4", "--output_dir", str(tmp_path / "runs"),
           "--results_dir", str(tmp_path / "results")]
   assert repro_speedup.main(argv) == 0
   results = tmp_path / "results"
@@ -144,3 +146,7 @@ def test_micro_run_trains_dense_longer_and_reads_speedups_off_its_curve(tmp_path
     expected = repro_speedup.speedup_text(repro_speedup.speedup_at(quality, step, dense))
     assert row["step speed-up"] == expected
   assert "dense trained 8 steps, Switch 4" in (results / "README.md").read_text()
+  # Dense trained in two parts of 4 steps, each followed by an evaluation of its checkpoints.
+  logs = sorted(os.listdir(tmp_path / "runs" / "dense" / "logs"))
+  assert [name.split("_")[0] for name in logs].count("train") == 2, logs
+  assert [name.split("_")[0] for name in logs].count("eval") == 2, logs

@@ -55,6 +55,8 @@ def main(reproduction: Reproduction, argv: Optional[Sequence[str]] = None) -> in
   reproduction.add_flags(parser)
   flags = parser.parse_args(argv)
   started = time.time()
+  # The variants first: a bad combination of flags is refused before anything is written.
+  chosen = [v for v in reproduction.variants(flags) if not flags.only or v.name in flags.only]
   settings = repro_settings.settings_of(flags, reproduction.script)
   if reproduction.task_of is not None:
     settings["task"] = reproduction.task_of(flags, settings["task"])
@@ -66,7 +68,6 @@ def main(reproduction: Reproduction, argv: Optional[Sequence[str]] = None) -> in
   settings.update(extra)
   repro_settings.check_settings(flags.output_dir, settings, extra_keys=tuple(extra))
   settings["report_only"] = flags.report_only  # for the report only: not recorded
-  chosen = [v for v in reproduction.variants(flags) if not flags.only or v.name in flags.only]
   failures = {}
   curves = repro_runs.run_variants(chosen, settings, flags.output_dir, failures,
                                    flags.report_only,

@@ -152,14 +152,17 @@ class _TrainProgress:
 
 
 def train(variant: Variant, settings: dict, output_dir: str,
-          on_step: Optional[Callable[[_TrainProgress], None]] = None) -> None:
+          on_step: Optional[Callable[[_TrainProgress], None]] = None,
+          until: Optional[int] = None) -> None:
   """Trains one variant to its steps (steps_of), resuming from its last checkpoint.
 
   on_step: given the progress (step, total_steps, speed, loss) at every logged step and
   checkpoint, instead of the default line per checkpoint.
+  until: stop at this step instead (a part of a long run; the schedule and the data order do
+  not depend on where a run stops, so parts add up to the whole).
   """
   model_dir = os.path.join(output_dir, variant.name)
-  steps = steps_of(variant, settings)
+  steps = steps_of(variant, settings) if until is None else until
   done = max(run_results.checkpoint_steps(model_dir), default=0)
   if done >= steps:
     print(f"{variant.name}: trained ({done} steps)", flush=True)
@@ -306,6 +309,20 @@ def _write_json_record(path: str, record: dict) -> None:
   os.replace(tmp, path)
 
 
+def _train_and_evaluate(variant: Variant, settings: dict, output_dir: str) -> dict:
+  """Trains a variant and evaluates its checkpoints, in parts of settings['evaluate_every']
+  steps when that is set: a long run then keeps its evaluations as it goes, and needs only
+  its last checkpoint to resume (earlier ones are evaluated already)."""
+  steps = steps_of(variant, settings)
+  part = settings.get("evaluate_every") or steps
+  done = max(run_results.checkpoint_steps(os.path.join(output_dir, variant.name)), default=0)
+  for until in [*range(part, steps, part), steps]:
+    if until > done:
+      train(variant, settings, output_dir, until=until)
+      evaluate(variant, settings, output_dir)
+  return evaluate(variant, settings, output_dir)  # read back if every part evaluated it
+
+
 def run_variants(variants: Sequence[Variant], settings: dict, output_dir: str,
                  failures: Optional[dict] = None, report_only: bool = False,
                  records_dir: Optional[str] = None) -> dict:
@@ -335,8 +352,7 @@ def run_variants(variants: Sequence[Variant], settings: dict, output_dir: str,
         continue
     try:
       if not report_only:
-        train(variant, settings, output_dir)
-        quality = evaluate(variant, settings, output_dir)
+        quality = _train_and_evaluate(variant, settings, output_dir)
     except SystemExit as error:
       if failures is None:
         raise

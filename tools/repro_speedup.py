@@ -45,6 +45,9 @@ SEEDED_EXPERTS = (16, 64)  # Switch models run with every seed, beside dense
 SEEDS = (1, 2, 3)
 DENSE_STEPS_FACTOR = 4  # dense trains this many times the Switch models' steps
 DEFAULT_SIZES = {"steps": 4000, "checkpoint_every": 250, "batch_size": 32, "eval_batches": 16}
+# Each model is trained in parts of this many steps, its new checkpoints evaluated after each:
+# a model that outlasts a session then needs only its last checkpoint to resume.
+EVALUATE_EVERY = 1000
 SEQUENCE_LENGTH = 160  # t5_tiny_lm.gin's targets length
 PAPER_CLAIM = (
     "Switch-Base with 64 experts reaches at step 60k the quality T5-Base reaches at step "
@@ -429,6 +432,9 @@ def _add_flags(parser) -> None:
                       help="seeds of dense and the --seeded_experts models (first: all)")
   parser.add_argument("--seeded_experts", type=int, nargs="*", default=list(SEEDED_EXPERTS),
                       help="the Switch models trained with every seed")
+  parser.add_argument("--evaluate_every", type=int, default=EVALUATE_EVERY,
+                      help="train each model in parts of this many steps, evaluating the new "
+                           "checkpoints after each part")
   parser.add_argument("--dense_steps", type=int, default=None,
                       help=f"dense training steps (default {DENSE_STEPS_FACTOR} x --steps)")
 
@@ -458,7 +464,8 @@ REPRODUCTION = repro_main.Reproduction(
     script=SCRIPT, path=__file__, description=__doc__.split("\n\n")[0], sizes=DEFAULT_SIZES,
     variants=_variants, write_results=write_results, add_flags=_add_flags, task_of=_task,
     extra_settings=lambda flags: {
-        "dense_steps": flags.dense_steps or DENSE_STEPS_FACTOR * flags.steps})
+        "dense_steps": flags.dense_steps or DENSE_STEPS_FACTOR * flags.steps,
+        "evaluate_every": flags.evaluate_every})
 
 
 def main(argv=None) -> int:
