@@ -12,7 +12,9 @@ What it adds to t5's command line, whose flags it leaves untouched:
   * the pre-flight checks of ``switch_cli.preflight`` (checkpoint present and of this model,
     vocabulary loads, nothing to train, stale temporary files), before TensorFlow starts;
   * ``infer`` and ``score_*`` modes that decode one checkpoint (default: the latest), write
-    UTF-8 text and exit (``switch_cli.infer``).
+    UTF-8 text and exit (``switch_cli.infer``);
+  * runs over a cluster of ``python -m switch_cli.worker`` processes when
+    ``switch_cluster.workers`` is bound (``switch_cli.cluster``, docs/distributed.md).
 """
 
 import os
@@ -53,7 +55,7 @@ def main() -> int:
 
   import gin
 
-  from switch_cli import PreflightError, gin_parse, infer, preflight
+  from switch_cli import PreflightError, cluster, gin_parse, infer, preflight
 
   # The project's gin/ (models/, mesh/) is searched like t5's own gin directory, so
   # --gin_file=models/switch_tiny.gin works from any directory.
@@ -62,6 +64,7 @@ def main() -> int:
       mesh_transformer_main,
       after_parse=[preflight.register_text_files, preflight.register_finetune_vocabulary,
                    preflight.check_task])
+  cluster.install(mesh_transformer_main)  # inside the pre-flight checks: they run first
   preflight.install(mesh_transformer_main, before_run=requested.restore)
   infer.install()  # infer/score: one checkpoint (default the latest), UTF-8 text, then exit
   sys.argv[0] = "t5_mesh_transformer"
