@@ -24,7 +24,7 @@ With ``workers`` bound, ``install`` makes mesh-tf's ``utils.run``:
     instead of "recovering": TensorFlow's MonitoredSession treats Unavailable / Aborted as a
     preemption and recreates its session forever while a worker is down. A failed run is an
     error naming the workers that no longer answer; rerunning the same command once they are
-    back resumes from the last checkpoint.
+    back resumes from the last checkpoint. Closing the failed session is bounded too.
 """
 
 import contextlib
@@ -250,15 +250,49 @@ def run_config_settings(cluster: Cluster, master: str) -> dict:
 
 @contextlib.contextmanager
 def _no_session_recovery():
-  """MonitoredSession's recovery off: a worker's failure reaches the caller at once."""
-  from tensorflow.python.training import monitored_session
+  """MonitoredSession's recovery off: a worker's failure reaches the caller at once.
 
-  recovered = monitored_session._PREEMPTION_ERRORS
-  monitored_session._PREEMPTION_ERRORS = ()
+  Two lists make Unavailable / Aborted a "preemption" to be absorbed: MonitoredSession's, which
+  recreates the session (and waits for the worker without limit), and TPUEstimator's error
+  rendezvous', which drops them as "already handled by MonitoredSession", so that ``train``
+  returned normally and the command exited 0. Both are emptied for the run.
+  """
+  from tensorflow.python.training import monitored_session
+  from tensorflow_estimator.python.estimator.tpu import error_handling
+
+  recovered, ignored = monitored_session._PREEMPTION_ERRORS, error_handling._IGNORED_ERRORS
+  monitored_session._PREEMPTION_ERRORS = error_handling._IGNORED_ERRORS = ()
   try:
     yield
   finally:
-    monitored_session._PREEMPTION_ERRORS = recovered
+    monitored_session._PREEMPTION_ERRORS, error_handling._IGNORED_ERRORS = recovered, ignored
+
+
+# Closing a session deregisters its graphs on every worker, and TensorFlow's master waits for a
+# dead worker's answer without limit: after a worker's failure the Estimator's close would hang.
+CLOSE_TIMEOUT_SECS = 10.0
+
+
+@contextlib.contextmanager
+def _bounded_session_close(timeout_secs: float = CLOSE_TIMEOUT_SECS):
+  """Session.close gives up (with a warning) after timeout_secs; the process exits anyway."""
+  from tensorflow.python.client import session as session_lib
+
+  close = session_lib.BaseSession.close
+
+  def bounded_close(session):
+    thread = threading.Thread(target=close, args=(session,), daemon=True)
+    thread.start()
+    thread.join(timeout_secs)
+    if thread.is_alive():
+      logging.warning("Session close did not finish in %g s (a worker no longer answers); "
+                      "left behind.", timeout_secs)
+
+  session_lib.BaseSession.close = bounded_close
+  try:
+    yield
+  finally:
+    session_lib.BaseSession.close = close
 
 
 def explain_failure(cluster: Cluster, error: Exception, model_dir: str) -> ClusterError:
@@ -276,7 +310,9 @@ def explain_failure(cluster: Cluster, error: Exception, model_dir: str) -> Clust
 
   latest = tf.train.latest_checkpoint(model_dir)
   resume = (f"the last checkpoint is {latest}" if latest else "no checkpoint was saved yet")
-  first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  # TensorFlow's first line is often "Graph execution error:"; the line naming a task says more.
+  first_line = next((line for line in lines if "/job:" in line), lines[0] if lines else "")
   return ClusterError(
       f"{who}: {how} during the run, which stopped ({type(error).__name__}: {first_line[:300]}). "
       f"{resume.capitalize()}; restart the worker and rerun the same command to resume from it.")
@@ -307,7 +343,8 @@ def install(mesh_transformer_main) -> None:
     kwargs["mesh_devices"] = cluster.mesh_devices()
     try:
       settings.update(run_config_settings(cluster, server.target))
-      with run_config.overridden(utils, settings), _no_session_recovery():
+      with run_config.overridden(utils, settings), _no_session_recovery(), \
+          _bounded_session_close():
         return run(*args, **kwargs)
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError,
             tf.errors.CancelledError, tf.errors.InternalError) as e:
