@@ -87,7 +87,7 @@ def test_a_failed_run_names_the_worker_from_tensorflows_message_when_all_answer(
         None, None, "Timed out waiting for /job:worker/replica:0/task:1/device:CPU:0")
     explained = cluster.explain_failure(c, error, str(tmp_path))
   assert str(explained).startswith(f"worker task 1 at {c.workers[1]}: failed during the run")
-  assert "no checkpoint was saved yet" in str(explained)
+  assert "No checkpoint was saved yet" in str(explained)
 
 
 def test_run_config_settings_reach_mesh_tfs_run_config():
