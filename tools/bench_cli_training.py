@@ -51,15 +51,17 @@ SWITCH_VARIANTS = {"packed": "mtf_switch.SwitchFFN.skip_empty_slots = True",
 VARIANTS = ("one_hot_embedding", "default", "xla", *SWITCH_VARIANTS)
 
 
-def run_variant(model: str, variant: str, args) -> dict:
-  """One training process; returns profile_train_step's JSON record."""
+def run_variant(model: str, variant: str, args, extra_env=None) -> dict:
+  """One training process (``extra_env`` added to its environment); returns
+  profile_train_step's JSON record."""
   command = [sys.executable, os.path.join(REPO, "tools", "profile_train_step.py"),
              f"--gin_file={MODELS[model]}", "--gin_file=mesh/cpu_data_parallel.gin",
              f"--task={args.task}", f"--warmup_steps={args.warmup_steps}",
              f"--timed_steps={args.timed_steps}", "--traced_steps=1",
              f'--gin_param=utils.run.batch_size = ("sequences_per_batch", {args.batch_size})']
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-             PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+             PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
+             **(extra_env or {}))
   if variant == "one_hot_embedding":
     command.append(f"--gin_param={ONE_HOT}")
   if variant == "xla":

@@ -24,6 +24,15 @@ What each side's step includes (the comparison is of a user's training loop, not
            with an absolute capacity: 20 slots per expert = 128 tokens x 1.25 / 8 (the
            project routes groups of 1024 tokens with 160 slots: the same factor).
 
+Beside wall time, each step's CPU seconds (the process's, every thread) are reported, and the
+project / peer ratio by them ("by cpu seconds": the peer's CPU seconds per step over the
+project's). On a busy machine the wall-time ratio is not a fair comparison: torch's OpenMP
+workers wait for each other at every parallel region, so a descheduled worker stalls the rest
+(one round under load average 5-8: the peer's dense step took 8.4 s, the project's 0.9 s;
+issue 27's quiet figures are 0.27 and 0.32 s), and they spin while they wait. Run
+it on a quiet machine; under load, --threads 1 on both sides and the CPU-seconds ratio are the
+least distorted figures, and still only indicative.
+
 Each (side, model) runs in its own process, in rounds whose order rotates from round to round,
 so that a change in machine load falls on all of them alike. Each process also times a dense
 float32 [2048, 512] x [512, 2048] matmul in its own framework (TensorFlow for the project, torch
@@ -57,7 +66,6 @@ D_MODEL, D_FF, D_KV, HEADS, LAYERS = 128, 512, 32, 4, 2
 INPUT_LENGTH, TARGET_LENGTH = 128, 32
 EXPERTS, CAPACITY_FACTOR, JITTER, AUX_LOSS = 8, 1.25, 0.01, 0.01
 LEARNING_RATE = 0.01
-THREADS = 2
 
 
 def peer_expert_capacity() -> int:
@@ -103,12 +111,13 @@ def torch_matmul_gflops(n: int = 2048, k: int = 512, rounds: int = 20) -> float:
   return 2 * n * k * 4 * k / ((time.perf_counter() - start) / rounds) / 1e9
 
 
-def run_peer(model: str, batch_size: int, warmup_steps: int, timed_steps: int) -> dict:
+def run_peer(model: str, batch_size: int, warmup_steps: int, timed_steps: int,
+             threads: int) -> dict:
   """Trains the peer for warmup + timed steps in this process; its JSON record."""
   import torch
   from transformers.optimization import Adafactor
 
-  torch.set_num_threads(THREADS)
+  torch.set_num_threads(threads)
   torch.manual_seed(0)
   net = build_peer_model(model)
   optimizer = Adafactor(net.parameters(), lr=LEARNING_RATE, scale_parameter=True,
@@ -118,13 +127,14 @@ def run_peer(model: str, batch_size: int, warmup_steps: int, timed_steps: int) -
   labels = torch.randint(1, VOCABULARY, (batch_size, TARGET_LENGTH))
   # Switch adds its router losses only when forward is asked for the router logits.
   extra = {"output_router_logits": True} if model == "switch" else {}
-  step_seconds, losses = [], []
-  last = None
+  step_seconds, cpu_seconds, losses = [], [], []
+  last = last_cpu = None
   for step in range(warmup_steps + timed_steps + 1):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if step > warmup_steps:
       step_seconds.append(start - last)
-    last = start
+      cpu_seconds.append(cpu - last_cpu)
+    last, last_cpu = start, cpu
     if step == warmup_steps + timed_steps:
       break
     loss = net(input_ids=inputs, labels=labels, **extra).loss
@@ -134,6 +144,7 @@ def run_peer(model: str, batch_size: int, warmup_steps: int, timed_steps: int) -
     losses.append(float(loss.detach()))
   return {"side": "peer", "model": model,
           "loop_step_seconds": round(statistics.median(step_seconds), 4),
+          "loop_cpu_seconds": round(statistics.median(cpu_seconds), 4),
           "reference_matmul_gflops": round(torch_matmul_gflops(), 1),
           "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4),
           "parameters": sum(p.numel() for p in net.parameters()),
@@ -146,12 +157,16 @@ def run_side(side: str, model: str, args) -> dict:
     sys.path.insert(0, os.path.join(REPO, "tools"))
     import bench_cli_training
 
-    record = bench_cli_training.run_variant(model, "default", args)
+    # TensorFlow reads these when the session config leaves the pools' sizes at 0, as
+    # mesh-tf's CPU RunConfig does; on a 2-core machine its default is 2 and 2.
+    threads = {"TF_NUM_INTRAOP_THREADS": str(args.threads),
+               "TF_NUM_INTEROP_THREADS": str(args.threads)}
+    record = bench_cli_training.run_variant(model, "default", args, extra_env=threads)
     record.setdefault("side", "project")
     return record
   command = [sys.executable, os.path.abspath(__file__), f"--peer_worker={model}",
              f"--batch_size={args.batch_size}", f"--warmup_steps={args.warmup_steps}",
-             f"--timed_steps={args.timed_steps}"]
+             f"--timed_steps={args.timed_steps}", f"--threads={args.threads}"]
   proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
   records = [line for line in proc.stdout.splitlines() if line.startswith("{")]
   if proc.returncode or not records:
@@ -172,18 +187,23 @@ def summarize(samples: dict, batch_size: int) -> tuple:
         "side": side, "model": model, "step_seconds": round(step, 4),
         "steps_per_second": round(1 / step, 3),
         "examples_per_second": round(batch_size / step, 1),
+        "cpu_seconds_per_step": statistics.median(r["loop_cpu_seconds"] for r in good),
         "reference_matmul_gflops": statistics.median(r["reference_matmul_gflops"] for r in good),
         "spread_seconds": [r["loop_step_seconds"] for r in good]}
   ratios = {}
 
-  def rate(side, model):
+  def rate(side, model, key="examples_per_second"):
     row = rows.get((side, model))
-    return row["examples_per_second"] if row and "error" not in row else None
+    return row[key] if row and "error" not in row else None
 
   for model in MODELS:
     project, peer = rate("project", model), rate("peer", model)
     if project and peer:
       ratios[f"project_over_peer_{model}"] = round(project / peer, 3)
+    project_cpu = rate("project", model, "cpu_seconds_per_step")
+    peer_cpu = rate("peer", model, "cpu_seconds_per_step")
+    if project_cpu and peer_cpu:
+      ratios[f"project_over_peer_{model}_by_cpu_seconds"] = round(peer_cpu / project_cpu, 3)
   for side in SIDES:
     switch, dense = rate(side, "switch"), rate(side, "dense")
     if switch and dense:
@@ -199,12 +219,14 @@ def main(argv=None) -> int:
   parser.add_argument("--warmup_steps", type=int, default=15)
   parser.add_argument("--timed_steps", type=int, default=40)
   parser.add_argument("--batch_size", type=int, default=32, help="sequences per step")
+  parser.add_argument("--threads", type=int, default=2,
+                      help="torch's intra-op threads; TensorFlow's intra- and inter-op pools")
   parser.add_argument("--task", default="switch_pydocs_span_corruption",
                       help="the project side's training task")
   parser.add_argument("--peer_worker", choices=MODELS, default=None,
                       help="internal: train only the peer's MODEL in this process")
   args = parser.parse_args(argv)
-  for name in ("rounds", "warmup_steps", "timed_steps", "batch_size"):
+  for name in ("rounds", "warmup_steps", "timed_steps", "batch_size", "threads"):
     if getattr(args, name) < 1:
       parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
   models, sides = args.models.split(","), args.sides.split(",")
@@ -216,7 +238,7 @@ def main(argv=None) -> int:
       parser.error(f"--sides: unknown side {side!r}; expected some of {SIDES}")
   if args.peer_worker:
     print(json.dumps(run_peer(args.peer_worker, args.batch_size, args.warmup_steps,
-                              args.timed_steps)))
+                              args.timed_steps, args.threads)))
     return 0
 
   runs = [(side, model) for model in models for side in sides]
@@ -229,7 +251,8 @@ def main(argv=None) -> int:
         print(f"round {round_index + 1}: {side}/{model} failed: {record['error']}", flush=True)
       else:
         print(f"round {round_index + 1}: {side}/{model} {record['loop_step_seconds']:.3f} s/step"
-              f", reference matmul {record['reference_matmul_gflops']:.0f} GFLOP/s", flush=True)
+              f" ({record['loop_cpu_seconds']:.3f} CPU s), reference matmul "
+              f"{record['reference_matmul_gflops']:.0f} GFLOP/s", flush=True)
       samples[(side, model)].append(record)
   rows, ratios = summarize(samples, args.batch_size)
 
@@ -237,14 +260,16 @@ def main(argv=None) -> int:
         f"{args.timed_steps} timed steps after {args.warmup_steps} warm-up, {args.rounds} rounds; "
         f"{platform.processor() or 'cpu'}, {os.cpu_count()} cores, load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end\n")
-  print("| side | model | s/step | steps/s | examples/s | ref. matmul GFLOP/s | step s per round |")
-  print("| --- | --- | --- | --- | --- | --- | --- |")
+  print("| side | model | s/step | steps/s | examples/s | CPU s/step | ref. matmul GFLOP/s | "
+        "step s per round |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
     if "error" in r:
-      print(f"| {r['side']} | {r['model']} | failed: {r['error'][:80]} |||||")
+      print(f"| {r['side']} | {r['model']} | failed: {r['error'][:80]} ||||||")
       continue
     print(f"| {r['side']} | {r['model']} | {r['step_seconds']:.3f} | "
           f"{r['steps_per_second']:.2f} | {r['examples_per_second']:.1f} | "
+          f"{r['cpu_seconds_per_step']:.3f} | "
           f"{r['reference_matmul_gflops']:.0f} | "
           f"{', '.join(f'{s:.3f}' for s in r['spread_seconds'])} |")
   print()
@@ -252,6 +277,7 @@ def main(argv=None) -> int:
     print(f"{name.replace('_', ' ')}: {value:.3f}x")
   print(json.dumps({"batch_size": args.batch_size, "timed_steps": args.timed_steps,
                     "warmup_steps": args.warmup_steps, "rounds": args.rounds,
+                    "threads": args.threads,
                     "load_average": os.getloadavg(), "rows": rows, "ratios": ratios}))
   return 0
 

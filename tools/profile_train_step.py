@@ -139,7 +139,11 @@ class _StepTracerState:
     # Wall time from one timed step's start to the next one's: the step plus everything the
     # training loop does between steps (hooks, logging, Python), i.e. the real throughput.
     self.loop_seconds = []
-    self._last_start = None
+    # This process's CPU seconds (every thread: the step's ops, the input pipeline, hooks) over
+    # the same intervals: what a step costs the cores, which a busy machine inflates far less
+    # than wall time.
+    self.loop_cpu_seconds = []
+    self._last_start = self._last_cpu = None
     self.step_stats = []  # (wall seconds, [(node name, op type, micros)])
     self.graph = None
 
@@ -154,9 +158,11 @@ class _StepTracerState:
     del run_context
     self.calls += 1
     self._start = time.perf_counter()
+    cpu = time.process_time()
     if self.warmup + 1 < self.calls <= self.warmup + self.timed + 1:
       self.loop_seconds.append(self._start - self._last_start)
-    self._last_start = self._start
+      self.loop_cpu_seconds.append(cpu - self._last_cpu)
+    self._last_start, self._last_cpu = self._start, cpu
     if self._traced_call():
       options = self._tf.RunOptions(trace_level=self._tf.RunOptions.FULL_TRACE)
       return self._tf.train.SessionRunArgs(fetches=None, options=options)
@@ -358,6 +364,8 @@ def main(argv=None) -> int:
           len(tracer.untraced_seconds) // 2], 4) if tracer.untraced_seconds else None),
       "loop_step_seconds": (round(sorted(tracer.loop_seconds)[
           len(tracer.loop_seconds) // 2], 4) if tracer.loop_seconds else None),
+      "loop_cpu_seconds": (round(sorted(tracer.loop_cpu_seconds)[
+          len(tracer.loop_cpu_seconds) // 2], 4) if tracer.loop_cpu_seconds else None),
       "op_seconds_per_step": round(total_op_seconds, 4),
       "matmul_gflop_per_step": round(total_flops / 1e9, 3),
       "reference_matmul_gflops": round(reference, 1),
