@@ -48,6 +48,8 @@ def test_tracer_times_session_runs_and_the_loop_between_them(monkeypatch):
   timed step is 1 s of session.run and 3 s of training loop."""
   clock = [0.0]
   monkeypatch.setattr(profile.time, "perf_counter", lambda: clock[0])
+  # CPU time runs at half the wall clock (say, one of two cores busy).
+  monkeypatch.setattr(profile.time, "process_time", lambda: clock[0] / 2)
   tracer = profile.make_step_tracer(warmup=2, traced=1, timed=3)
   for _ in range(2 + 3 + 1):
     tracer.before_run(None)
@@ -57,3 +59,4 @@ def test_tracer_times_session_runs_and_the_loop_between_them(monkeypatch):
     clock[0] += 2.0
   assert tracer.untraced_seconds == [1.0, 1.0, 1.0]
   assert tracer.loop_seconds == [3.0, 3.0, 3.0]
+  assert tracer.loop_cpu_seconds == [1.5, 1.5, 1.5]

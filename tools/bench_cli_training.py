@@ -19,6 +19,11 @@ Variants:
                       every committed run before mtf_switch.GatherVocabEmbedding existed
   default             the model's gin as committed (index lookups)
   xla                 default with TF_XLA_FLAGS="--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
+  one_microbatch      the whole step in one pass, without Mesh-TF's microbatch while-loop
+                      (its defaults.gin splits a step at 2048 tokens per microbatch)
+  onednn_off          default with TF_ENABLE_ONEDNN_OPTS=0: TensorFlow's own kernels (the
+                      command sets 1 unless the user set it)
+  A+B                 step variants together, e.g. one_microbatch+onednn_off
   packed              Switch only: the experts run on the filled capacity slots only
                       (mtf_switch.SwitchFFN.skip_empty_slots = True, packed_experts)
   all_slots           Switch only: the experts run on every capacity slot (one Mesh-TF einsum,
@@ -48,7 +53,17 @@ XLA_FLAGS = "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
 SWITCH_VARIANTS = {"packed": "mtf_switch.SwitchFFN.skip_empty_slots = True",
                    "all_slots": "mtf_switch.SwitchFFN.skip_empty_slots = False",
                    "einsum_dispatch": 'mtf_switch.SwitchFFN.dispatch_path = "einsum"'}
-VARIANTS = ("one_hot_embedding", "default", "xla", *SWITCH_VARIANTS)
+# Variants for either model: a gin binding, or environment variables, added to the default.
+STEP_VARIANTS = {
+    # The whole step at once instead of Mesh-TF's default microbatch loop
+    # (defaults.gin: 2048 tokens per microbatch, so 2 microbatches of 16 sequences here).
+    "one_microbatch": ("utils.serialize_num_microbatches.tokens_per_microbatch_per_replica "
+                       "= None", {}),
+    # Without oneDNN's kernels, which the command turns on (switch_cli) and TensorFlow 2.15
+    # alone leaves off on this project's AMD CPU.
+    "onednn_off": (None, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+}
+VARIANTS = ("one_hot_embedding", "default", "xla", *SWITCH_VARIANTS, *STEP_VARIANTS)
 
 
 def run_variant(model: str, variant: str, args, extra_env=None) -> dict:
@@ -68,6 +83,12 @@ def run_variant(model: str, variant: str, args, extra_env=None) -> dict:
     env["TF_XLA_FLAGS"] = XLA_FLAGS
   if variant in SWITCH_VARIANTS:
     command.append(f"--gin_param={SWITCH_VARIANTS[variant]}")
+  for part in variant.split("+"):  # step variants combine: "one_microbatch+onednn"
+    if part in STEP_VARIANTS:
+      binding, variables = STEP_VARIANTS[part]
+      if binding:
+        command.append(f"--gin_param={binding}")
+      env.update(variables)
   with tempfile.TemporaryDirectory(prefix=f"bench_{model}_{variant}_") as model_dir:
     command.append(f"--model_dir={model_dir}")
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -100,8 +121,9 @@ def main(argv=None) -> int:
       parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
   variants = args.variants.split(",") + (["xla"] if args.with_xla else [])
   for variant in variants:
-    if variant not in VARIANTS:
-      parser.error(f"--variants: unknown variant {variant!r}; expected some of {VARIANTS}")
+    if variant not in VARIANTS and not all(p in STEP_VARIANTS for p in variant.split("+")):
+      parser.error(f"--variants: unknown variant {variant!r}; expected some of {VARIANTS}, "
+                   f"or step variants joined by '+' ({'+'.join(STEP_VARIANTS)})")
   runs = [(m, v) for m in models for v in variants
           if m == "switch" or v not in SWITCH_VARIANTS]
 
@@ -134,6 +156,8 @@ def main(argv=None) -> int:
                  "session_run_seconds": round(session, 4),
                  "steps_per_second": round(1 / step, 3),
                  "examples_per_second": round(args.batch_size / step, 1),
+                 "cpu_seconds_per_step": statistics.median(
+                     r.get("loop_cpu_seconds") or float("nan") for r in good),
                  "matmul_gflop_per_step": gflop, "achieved_gflops": round(gflop / step, 1),
                  "reference_matmul_gflops": reference,
                  "spread_seconds": [r["loop_step_seconds"] for r in good]})
@@ -153,15 +177,15 @@ def main(argv=None) -> int:
   print(f"\n{args.batch_size} sequences per step, {args.timed_steps} timed steps after "
         f"{args.warmup_steps} warm-up, {args.rounds} rounds; {platform.processor() or 'cpu'}, "
         f"{os.cpu_count()} cores\n")
-  print(f"| model | variant | s/step | session.run s | steps/s | examples/s | x {variants[0]} | "
-        "x dense | matmul GFLOP/step | GFLOP/s | ref. matmul GFLOP/s |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  print(f"| model | variant | s/step | session.run s | CPU s/step | steps/s | examples/s | "
+        f"x {variants[0]} | x dense | matmul GFLOP/step | GFLOP/s | ref. matmul GFLOP/s |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
     if "error" in r:
-      print(f"| {r['model']} | {r['variant']} | failed: {r['error'][:80]} ||||||||")
+      print(f"| {r['model']} | {r['variant']} | failed: {r['error'][:80]} |||||||||")
       continue
     print(f"| {r['model']} | {r['variant']} | {r['step_seconds']:.3f} | "
-          f"{r['session_run_seconds']:.3f} | "
+          f"{r['session_run_seconds']:.3f} | {r['cpu_seconds_per_step']:.3f} | "
           f"{r['steps_per_second']:.2f} | {r['examples_per_second']:.1f} | "
           f"{r.get('examples_per_second_vs_first_variant', '')} | "
           f"{r.get('examples_per_second_vs_dense', '')} | {r['matmul_gflop_per_step']:.2f} | "
