@@ -282,6 +282,7 @@ def main(argv=None) -> int:
   if not args.gin_file:
     parser.error("give the model with --gin_file (e.g. models/switch_tiny.gin)")
 
+  import switch_cli  # noqa: F401  (the command's process settings, oneDNN's, before TensorFlow)
   from mtf_switch import compat  # noqa: F401  (before t5 / mesh_tensorflow)
 
   # isort: split
