@@ -35,6 +35,11 @@ threads they overlap, can exceed the wall time, and ops that overlap both look s
 
 Prints a markdown table and one JSON line per configuration, then a JSON summary line.
 
+TensorFlow runs as ``switch_mesh_transformer`` runs it: oneDNN on unless TF_ENABLE_ONEDNN_OPTS
+is set (switch_cli). At 128 experts that matters beyond the kernels: TensorFlow's default CPU
+allocator hands the layer's 1 GiB of fresh weight gradients to malloc every step, and oneDNN's
+allocator keeps and reuses them (docs/performance.md).
+
   PYTHONPATH=. python tools/bench_dispatch.py              # the default set (~10 min)
   PYTHONPATH=. python tools/bench_dispatch.py --grid full  # every combination (long)
   PYTHONPATH=. python tools/bench_dispatch.py --quick      # the two target configurations only
@@ -55,6 +60,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The command's process settings before TensorFlow is imported: oneDNN's kernels and caching
+# allocator, as switch_mesh_transformer runs the layer (TF_ENABLE_ONEDNN_OPTS=0 turns them off).
+import switch_cli  # noqa: E402,F401
 import mtf_switch  # noqa: E402,F401  (compat repair before mesh_tensorflow)
 import mesh_tensorflow as mtf  # noqa: E402
 import tensorflow as tf2  # noqa: E402
