@@ -36,7 +36,9 @@ def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str],
   SystemExit that names the run. Interrupting the caller (Ctrl-C) kills the subprocess, so
   no orphan training process is left holding the CPU.
   """
-  args = ["-m", "mtf_switch.cli", f"--model_dir={model_dir}"]
+  # switch_cli, the command's own package: it turns oneDNN on before TensorFlow is imported
+  # (importing mtf_switch first would import TensorFlow without it).
+  args = ["-m", "switch_cli", f"--model_dir={model_dir}"]
   args += [f"--module_import={m}" for m in module_imports]
   args += [f"--gin_file={g}" for g in gin_files]
   args += [f"--gin_param={p}" for p in gin_params]
