@@ -36,6 +36,16 @@ def test_two_metric_tasks_are_averaged_first_then_the_tasks():
       "Average SuperGLUE Score": ["CB", "CoPA", "MultiRC"]}
 
 
+def test_one_benchmark_alone_has_its_average_and_not_the_others():
+  # t5's compute_avg_glue alone raised TypeError when no tag of the other benchmark was present.
+  glue = benchmark_averages.scores_table({1: {"glue_cola_v002/matthews_corrcoef": 40.0,
+                                              "glue_rte_v002/accuracy": 60.0}})
+  assert glue.loc[1, "Average GLUE Score"] == pytest.approx(50.0)
+  assert "Average SuperGLUE Score" not in glue.columns
+  super_glue = benchmark_averages.scores_table({1: {"super_glue_copa_v102/accuracy": 55.0}})
+  assert list(super_glue.columns) == ["CoPA", "Average SuperGLUE Score"]
+
+
 def test_markdown_has_a_row_per_checkpoint():
   text = benchmark_averages.markdown(benchmark_averages.scores_table({5: SCORES, 9: SCORES}),
                                      "switch")

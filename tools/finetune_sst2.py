@@ -55,10 +55,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def pretrain(name: str, task: str, steps: int, output_dir: str, gin_params=(),
-             module_imports=()) -> str:
-  """Pre-trains MODELS[name] on task to ``steps`` (resuming); returns its model directory."""
+             module_imports=(), gin_files=()) -> str:
+  """Pre-trains MODELS[name] on task to ``steps`` (resuming); returns its model directory.
+
+  gin_files: further gin files after the model's and the mesh's (e.g. repro/micro.gin).
+  """
   model_dir = os.path.join(output_dir, "pretrain", name)
-  cli_runs.train(model_dir, [MODELS[name], MESH], [f'MIXTURE_NAME = "{task}"', *gin_params],
+  cli_runs.train(model_dir, [MODELS[name], MESH, *gin_files],
+                 [f'MIXTURE_NAME = "{task}"', *gin_params],
                  steps, checkpoint_every=steps, label=f"pretrain-{name}",
                  module_imports=module_imports)
   return model_dir

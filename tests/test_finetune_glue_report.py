@@ -1,0 +1,180 @@
+"""tools/finetune_glue.py's own logic, checked by hand: the majority-class baseline (on dev files
+written here), the side-by-side table, the CSV rows, and the flags' errors. No shared data, no
+command-line run (tests/test_cli_finetune_glue.py runs the tool end to end)."""
+
+import math
+import os
+import sys
+
+import pandas as pd
+import pytest
+import seqio
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+import benchmark_averages  # noqa: E402  (tools/)
+import finetune_glue  # noqa: E402
+import glue_report  # noqa: E402
+import majority_baseline  # noqa: E402
+from tasks import benchmark_files, registry  # noqa: E402
+from tasks import vocab as vocab_lib  # noqa: E402
+
+# ---------------------------------------------------------------- the majority class
+
+
+def test_majority_predictions_predict_the_most_common_answer():
+  assert majority_baseline.majority_predictions([1, 0, 1, 1]) == (1, [1, 1, 1, 1])
+  # A tie goes to the smallest answer, whatever the order.
+  assert majority_baseline.majority_predictions([1, 0])[0] == 0
+  assert majority_baseline.majority_predictions([0, 1])[0] == 0
+  # MultiRC-like targets: the vote is on "value"; each prediction keeps its group.
+  targets = [{"group": 0, "value": 1}, {"group": 0, "value": 0}, {"group": 1, "value": 0}]
+  answer, predictions = majority_baseline.majority_predictions(targets)
+  assert answer == 0
+  assert predictions == [{"group": 0, "value": 0}, {"group": 0, "value": 0},
+                         {"group": 1, "value": 0}]
+  with pytest.raises(ValueError, match="no targets"):
+    majority_baseline.majority_predictions([])
+
+
+@pytest.fixture(scope="module")
+def vocabulary(tmp_path_factory):
+  path = tmp_path_factory.mktemp("vocab") / "text.txt"
+  path.write_text("the a of sentence premise hypothesis question answer rte mrpc cola\n" * 100)
+  return seqio.SentencePieceVocabulary(
+      vocab_lib.train_sentencepiece(str(path), str(path.parent / "spm"), 28), extra_ids=100)
+
+
+def _task(name, config, directory, vocabulary):
+  """t5's registered task, reading the files written here, with the small vocabulary."""
+  source = benchmark_files.BenchmarkFilesSource("glue", config, directory, task_name=name)
+  return registry.rebuilt_task(seqio.get_mixture_or_task(name), source=source,
+                               vocabulary=vocabulary)
+
+
+def _write(path, text):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(text, encoding="utf-8")
+
+
+def test_majority_baseline_scores_the_dev_file_with_the_tasks_metrics(tmp_path, vocabulary):
+  import tasks  # noqa: F401  (t5's tasks registered)
+
+  labels = ["not_entailment", "entailment", "not_entailment", "not_entailment", "entailment"]
+  _write(tmp_path / "RTE" / "dev.tsv", "index\tsentence1\tsentence2\tlabel\n" + "".join(
+      f"{i}\tA premise {i}.\tA hypothesis.\t{label}\n" for i, label in enumerate(labels)))
+  rte = majority_baseline.majority_baseline(
+      _task("glue_rte_v002", "rte", tmp_path, vocabulary))
+  # not_entailment is class 1 and 3 of the 5 dev examples.
+  assert rte["answer"] == 1 and rte["examples"] == 5 and rte["counts"] == {"1": 3, "0": 2}
+  assert rte["scores"] == {"glue_rte_v002/accuracy": pytest.approx(60.0)}
+
+  # MRPC, 3 paraphrases of 4: always "equivalent" has precision 3/4, recall 1.
+  _write(tmp_path / "MRPC" / "dev.tsv", "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+         + "".join(f"{q}\t{i}\t{i + 9}\tOne {i}.\tTwo {i}.\n" for i, q in enumerate([1, 0, 1, 1])))
+  mrpc = majority_baseline.majority_baseline(
+      _task("glue_mrpc_v002", "mrpc", tmp_path, vocabulary))
+  assert mrpc["scores"]["glue_mrpc_v002/accuracy"] == pytest.approx(75.0)
+  assert mrpc["scores"]["glue_mrpc_v002/f1"] == pytest.approx(100 * 2 * 0.75 / 1.75)
+
+  # CoLA (no header): a constant prediction has a Matthews correlation of 0.
+  _write(tmp_path / "CoLA" / "dev.tsv", "s\t1\t\tThe cat sat.\ns\t0\t*\tCat the sat.\n"
+         "s\t1\t\tA dog ran.\n")
+  cola = majority_baseline.majority_baseline(
+      _task("glue_cola_v002", "cola", tmp_path, vocabulary))
+  assert cola["answer"] == 1 and cola["scores"]["glue_cola_v002/matthews_corrcoef"] == 0.0
+
+  with pytest.raises(ValueError, match="no 'train' split"):
+    majority_baseline.majority_baseline(_task("glue_rte_v002", "rte", tmp_path, vocabulary),
+                                        "train")
+
+
+# ---------------------------------------------------------------- the table
+
+SWITCH = {10: {"glue_cola_v002/matthews_corrcoef": 20.0, "glue_rte_v002/accuracy": 50.0},
+          20: {"glue_cola_v002/matthews_corrcoef": 40.0, "glue_rte_v002/accuracy": 60.0},
+          30: {"glue_cola_v002/matthews_corrcoef": 30.0, "glue_rte_v002/accuracy": 50.0}}
+DENSE = {10: {"glue_cola_v002/matthews_corrcoef": 10.0, "glue_rte_v002/accuracy": 70.0},
+         20: {"glue_cola_v002/matthews_corrcoef": 10.0, "glue_rte_v002/accuracy": 70.0}}
+BASELINE = {"glue_cola_v002/matthews_corrcoef": 0.0, "glue_rte_v002/accuracy": 52.7}
+
+
+def test_side_by_side_shows_best_average_and_last_checkpoints_and_the_baseline():
+  frames = glue_report.frames_of({"switch": SWITCH, "dense": DENSE})
+  baseline = benchmark_averages.scores_table({0: BASELINE})
+  assert glue_report.chosen_steps(frames["switch"], "Average GLUE Score") == {"best": 20,
+                                                                              "last": 30}
+  # dense ties at 40 at both steps: the earliest is the best.
+  assert glue_report.chosen_steps(frames["dense"], "Average GLUE Score") == {"best": 10,
+                                                                             "last": 20}
+  header, rows = glue_report.side_by_side(frames, baseline, "Average GLUE Score")
+  assert header == ["metric", "switch (best avg., step 20)", "switch (last, step 30)",
+                    "dense (best avg., step 10)", "dense (last, step 20)", "majority class"]
+  assert rows == [["CoLA", "40.00", "30.00", "10.00", "10.00", "0.00"],
+                  ["GLUE RTE", "60.00", "50.00", "70.00", "70.00", "52.70"],
+                  ["Average GLUE Score", "50.00", "40.00", "40.00", "40.00", "26.35"]]
+  text = glue_report.markdown_table(header, rows)
+  assert text.splitlines()[2] == "| CoLA | 40.00 | 30.00 | 10.00 | 10.00 | 0.00 |"
+
+
+def test_an_undefined_baseline_score_is_shown_as_a_dash_and_kept_out_of_the_csv():
+  stsb = {"glue_stsb_v002/pearson_corrcoef": math.nan,
+          "glue_stsb_v002/spearman_corrcoef": math.nan, **BASELINE}
+  frames = glue_report.frames_of({"switch": {5: {**SWITCH[10], "glue_stsb_v002/pearson_corrcoef":
+                                                 80.0, "glue_stsb_v002/spearman_corrcoef": 70.0}}})
+  baseline = benchmark_averages.scores_table({0: stsb})
+  _, rows = glue_report.side_by_side(frames, baseline, "Average GLUE Score")
+  by_metric = {row[0]: row[1:] for row in rows}
+  assert by_metric["STSB (Pearson)"] == ["80.00", "80.00", "-"]
+  # (20 + 50 + (80 + 70) / 2) / 3 for the model; undefined with STS-B undefined.
+  assert by_metric["Average GLUE Score"] == ["48.33", "48.33", "-"]
+  csv_rows = glue_report.long_rows("glue", frames, baseline)
+  assert ["glue", "switch", 5, "STSB (Pearson)", 80.0] in csv_rows
+  assert ["glue", "majority class", "", "GLUE RTE", 52.7] in csv_rows
+  assert not [r for r in csv_rows if r[1] == "majority class" and r[3].startswith("STSB")]
+  assert len([r for r in csv_rows if r[1] == "switch"]) == 5  # 4 metrics + the average
+
+
+def test_chosen_steps_needs_a_checkpoint():
+  with pytest.raises(ValueError, match="no evaluated checkpoints"):
+    glue_report.chosen_steps(pd.DataFrame(), "Average GLUE Score")
+
+
+# ---------------------------------------------------------------- flags
+
+
+def _models(*argv):
+  return finetune_glue.models_from_flags(finetune_glue.parser().parse_args(list(argv)))
+
+
+def test_bad_flags_are_named_before_anything_runs(tmp_path):
+  (tmp_path / "model.ckpt-7.index").write_text("")
+  with pytest.raises(SystemExit, match="expected NAME=VALUE, got 'switch'"):
+    _models("--model", "switch")
+  with pytest.raises(SystemExit, match="no model.ckpt-N checkpoint"):
+    _models("--model", f"a={tmp_path / 'absent'}")
+  with pytest.raises(SystemExit, match="no --model_gin a=... and no .*model.gin"):
+    _models("--model", f"a={tmp_path}")
+  with pytest.raises(SystemExit, match=r"--model_gin for unknown model\(s\) \['b'\]"):
+    _models("--model", f"a={tmp_path}", "--model_gin", "a=models/t5_tiny.gin",
+            "--model_gin", "b=x.gin")
+  with pytest.raises(SystemExit, match="--pretrain_steps pre-trains the default pair only"):
+    _models("--model", f"a={tmp_path}", "--pretrain_steps", "5")
+  with pytest.raises(SystemExit, match="must be positive"):
+    _models("--finetune_steps", "0")
+  (model,) = _models("--model", f"a={tmp_path}", "--model_gin", "a=models/t5_tiny.gin",
+                     "--model_gin", "a=mesh/cpu_data_parallel.gin")
+  assert model.gin_files == ["models/t5_tiny.gin", "mesh/cpu_data_parallel.gin"]
+  pair = _models("--pretrain_dir", str(tmp_path))
+  assert [(m.name, m.model_dir) for m in pair] == [
+      ("switch", str(tmp_path / "pretrain" / "switch")),
+      ("dense", str(tmp_path / "pretrain" / "dense"))]
+  flags = finetune_glue.parser().parse_args(["--benchmarks", "glue,superglue"])
+  with pytest.raises(SystemExit, match=r"--benchmarks: unknown \['superglue'\]"):
+    finetune_glue.benchmarks_from_flags(flags)
+  flags = finetune_glue.parser().parse_args(["--gin_file", "mesh/absent.gin"])
+  with pytest.raises(SystemExit, match="gin file 'mesh/absent.gin' not found"):
+    finetune_glue.check_gin_files(pair, flags)
+  with pytest.raises(SystemExit, match="neither a .model file nor a registered task"):
+    finetune_glue.vocabulary_path("no_such_task")
