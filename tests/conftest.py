@@ -32,6 +32,7 @@ SLOW_FILES = (
     "test_repro_scripts.py",    # 8 command-line runs through the repro scripts
     "test_hf_roundtrip.py",     # 2 runs (an imported model fine-tuned), then export from it
     "test_cli_bfloat16_and_preflight.py",  # 4 command-line runs (dtype, pre-flight)
+    "test_cli_finetune_glue.py",  # 6 runs from it (GLUE and SuperGLUE: train, eval, infer)
     "test_cli_distill.py",      # 2 runs from it
     "test_cli_init_seed.py",    # 1 run, stopped at its first checkpoint
     "test_compat_and_cli.py",   # 3 Python / command-line start-ups
