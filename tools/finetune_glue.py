@@ -37,6 +37,7 @@ The tasks read the files in ``../shared/data`` (or ``$MTF_SWITCH_GLUE_DIR`` /
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -121,11 +122,14 @@ def _pairs(values: List[str], flag: str) -> List[tuple]:
 
 
 def gin_file_exists(path: str) -> bool:
-  """Whether the CLI can find ``path``: as given, or under the project's or t5's gin/."""
-  import t5.models
+  """Whether the CLI can find ``path``: as given, or under the project's or t5's gin/.
+
+  t5's directory is found without importing t5 (which would start TensorFlow before the flags
+  are checked).
+  """
+  t5_dirs = importlib.util.find_spec("t5").submodule_search_locations
   return any(os.path.isfile(os.path.join(d, path)) for d in (
-      os.getcwd(), os.path.join(REPO, "gin"), os.path.join(os.path.dirname(t5.models.__file__),
-                                                           "gin")))
+      os.getcwd(), os.path.join(REPO, "gin"), *[os.path.join(t, "models", "gin") for t in t5_dirs]))
 
 
 def models_from_flags(flags) -> List[Model]:

@@ -63,7 +63,8 @@ def side_by_side(frames: Mapping[str, pd.DataFrame], baseline: pd.DataFrame, ave
   header, columns = ["metric"], []
   for model, frame in frames.items():
     steps = chosen_steps(frame, average)
-    header += [f"{model} (best avg., step {steps['best']})", f"{model} (last, step {steps['last']})"]
+    header += [f"{model} (best avg., step {steps['best']})",
+               f"{model} (last, step {steps['last']})"]
     columns += [frame.loc[steps["best"]], frame.loc[steps["last"]]]
   header.append(MAJORITY)
   columns.append(baseline.iloc[0] if len(baseline) else pd.Series(dtype=float))
