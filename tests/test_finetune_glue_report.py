@@ -2,6 +2,8 @@
 written here), the side-by-side table, the CSV rows, and the flags' errors. No shared data, no
 command-line run (tests/test_cli_finetune_glue.py runs the tool end to end)."""
 
+import csv
+import json
 import math
 import os
 import sys
@@ -178,3 +180,51 @@ def test_bad_flags_are_named_before_anything_runs(tmp_path):
     finetune_glue.check_gin_files(pair, flags)
   with pytest.raises(SystemExit, match="neither a .model file nor a registered task"):
     finetune_glue.vocabulary_path("no_such_task")
+
+
+# ---------------------------------------------------------------- the report from t5's summaries
+
+
+def _write_eval_summaries(model_dir, scores):
+  """What t5's eval mode leaves: model.ckpt-N files and eval/{task}/{metric} summaries."""
+  import tensorflow.compat.v1 as tf
+
+  os.makedirs(model_dir / "validation_eval", exist_ok=True)
+  with tf.Graph().as_default():
+    writer = tf.summary.FileWriter(str(model_dir / "validation_eval"))
+    for step, tags in scores.items():
+      (model_dir / f"model.ckpt-{step}.index").write_text("")
+      writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=f"eval/{tag}", simple_value=v)
+                                           for tag, v in tags.items()]), step)
+    writer.close()
+
+
+def test_the_report_states_the_scores_t5_wrote(tmp_path, monkeypatch):
+  output_dir = tmp_path / "runs"
+  for name, scores in (("switch", SWITCH), ("dense", DENSE)):
+    _write_eval_summaries(output_dir / "glue" / name, scores)
+  flags = finetune_glue.parser().parse_args(
+      ["--output_dir", str(output_dir), "--results_dir", str(tmp_path / "results"),
+       "--benchmarks", "glue", "--finetune_steps", "20", "--eval_every", "10"])
+  models = [finetune_glue.Model("switch", "pre/switch", ["models/switch_tiny.gin"], init_step=0),
+            finetune_glue.Model("dense", "pre/dense", ["models/t5_tiny.gin"], init_step=0)]
+  timings = finetune_glue.Timings(str(output_dir / "times.json"))
+  # Every checkpoint already has its scores, so nothing is run.
+  monkeypatch.setattr(finetune_glue.cli_runs, "run_cli", lambda *a, **k: pytest.fail("ran"))
+  scores = {"glue": {m.name: finetune_glue.evaluate(m, "glue", str(output_dir / "glue" / m.name),
+                                                    flags, None, timings) for m in models}}
+  assert scores["glue"]["switch"] == {s: pytest.approx(v) for s, v in SWITCH.items()}
+  base = {"glue": {"glue_rte_v002": {"examples": 5, "counts": {"1": 3, "0": 2},
+                                     "scores": {"glue_rte_v002/accuracy": 60.0}},
+                   "glue_cola_v002": {"examples": 4, "counts": {"1": 2, "0": 2},
+                                      "scores": {"glue_cola_v002/matthews_corrcoef": 0.0}}}}
+  text = finetune_glue.report(models, ["glue"], scores, base, timings, {}, flags)
+  assert "| GLUE RTE | 60.00 | 50.00 | 70.00 | 70.00 | 60.00 |" in text
+  assert "| Average GLUE Score | 50.00 | 40.00 | 40.00 | 40.00 | 30.00 |" in text
+  with open(tmp_path / "results" / "finetune_glue.csv") as f:
+    rows = list(csv.reader(f))
+  assert ["glue", "switch", "20", "CoLA", "40.0"] in rows
+  assert ["glue", "dense", "10", "Average GLUE Score", "40.0"] in rows
+  assert os.path.getsize(tmp_path / "results" / "finetune_glue.png") > 1000
+  record = json.load(open(tmp_path / "results" / "finetune_glue.json"))
+  assert record["dev_scores"]["glue"]["dense"]["20"]["glue_rte_v002/accuracy"] == 70.0

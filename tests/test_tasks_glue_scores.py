@@ -83,6 +83,16 @@ def _first_test_examples(name, vocabulary, count):
   return task, glue_submission.test_examples(task)[:count]
 
 
+def test_infer_decodes_are_read_back_as_text(tmp_path):
+  # What mesh-tf's decode_from_file writes under Python 3: str() of each decode's bytes.
+  path = tmp_path / "decodes-5"
+  path.write_text("b'entailment'\nb\"it's\"\nb'caf\\xc3\\xa9'\nplain\n", encoding="utf-8")
+  assert glue_submission.read_decodes(str(path), 4) == ["entailment", "it's", "café", "plain"]
+  assert glue_submission.read_decodes(str(path), 1) == ["entailment"]
+  with pytest.raises(ValueError, match="4 decodes for 6 inputs"):
+    glue_submission.read_decodes(str(path), 6)
+
+
 @needs_files
 def test_glue_submission_files(tmp_path, vocabulary):
   rte, examples = _first_test_examples("glue_rte_v002", vocabulary, 3)

@@ -309,10 +309,7 @@ def write_submissions(model: Model, benchmark: str, model_dir: str, step: int, f
                            f'decode_from_file.output_filename = "{outputs}"',
                            "Bitransformer.decode.max_decode_length = 16"],
         label, flags.module_import), examples=len(lines))
-  with open(decoded, encoding="utf-8") as f:
-    decodes = f.read().split("\n")[:len(lines)]
-  if len(decodes) != len(lines):
-    raise SystemExit(f"{decoded}: {len(decodes)} decodes for {len(lines)} test inputs")
+  decodes = glue_submission.read_decodes(decoded, len(lines))
   directory = os.path.join(flags.results_dir, "submissions", model.name)
   files, invalid, start = {}, {}, 0
   for task in tasks:
