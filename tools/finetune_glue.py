@@ -333,6 +333,12 @@ def baselines(benchmark: str) -> Dict[str, dict]:
           for task in majority_baseline.evaluated_tasks(BENCHMARKS[benchmark][1])}
 
 
+def _top_answers(counts: Dict[str, int], shown: int = 3) -> str:
+  """"a: n, b: m, ..." for the most common answers (STS-B has dozens)."""
+  top = list(counts.items())[:shown]
+  return ", ".join(f"{a}: {n}" for a, n in top) + (", ..." if len(counts) > shown else "")
+
+
 def report(models: List[Model], benchmarks: List[str], scores, base, timings: Timings,
            submissions, flags) -> str:
   """Writes the markdown, CSV, JSON and PNG; returns the markdown."""
@@ -368,9 +374,10 @@ def report(models: List[Model], benchmarks: List[str], scores, base, timings: Ti
     lines += ["", f"## {BENCHMARKS[benchmark][1]}", "",
               glue_report.markdown_table(header, rows),
               f"{average}: mean over {', '.join(groups.get(average, [])) or 'no task'}.",
-              "", "Majority class per task (dev examples: answer counts): " + "; ".join(
-                  f"{t} {b['examples']} ({b['counts']})" for t, b in base[benchmark].items()),
-              ""]
+              "", "Majority class per task (dev examples; the most common answers, as t5's "
+              "postprocessor gives them, with their counts): " + "; ".join(
+                  f"{t} {b['examples']} ({_top_answers(b['counts'])})"
+                  for t, b in base[benchmark].items()), ""]
     for name, frame in frames.items():
       lines.append(benchmark_averages.markdown(frame, f"{name}, every checkpoint"))
   lines += ["## Runs", "", "| run | wall seconds | facts | load average before / after |",
@@ -421,19 +428,22 @@ def main(argv=None) -> int:
     from tasks import finetune_vocabulary
     vocabulary = vocabulary_path(vocabulary)
     finetune_vocabulary.use_vocabulary(vocabulary)  # for the baselines and submissions here
+  timings = Timings(os.path.join(flags.output_dir, "finetune_glue_times.json"))
   if not flags.model and flags.pretrain_steps:
     import finetune_sst2
     for model in models:
-      finetune_sst2.pretrain(model.name, flags.pretrain_task, flags.pretrain_steps,
-                             flags.pretrain_dir, flags.gin_param, flags.module_import,
-                             gin_files=flags.gin_file)
+      saved = run_results.checkpoint_steps(model.model_dir)
+      if saved and saved[-1] >= flags.pretrain_steps:
+        continue  # an earlier invocation's time is already in the timings
+      timings.run(f"pretrain-{model.name}", lambda name=model.name: finetune_sst2.pretrain(
+          name, flags.pretrain_task, flags.pretrain_steps, flags.pretrain_dir, flags.gin_param,
+          flags.module_import, gin_files=flags.gin_file), steps=flags.pretrain_steps)
   for model in models:
     saved = run_results.checkpoint_steps(model.model_dir)
     if not saved:
       raise SystemExit(f"{model.name}: no checkpoint in {model.model_dir} (the default pair is "
                        "pre-trained by --pretrain_steps N)")
     model.init_step = saved[-1]
-  timings = Timings(os.path.join(flags.output_dir, "finetune_glue_times.json"))
   scores: Dict[str, Dict[str, dict]] = {b: {} for b in benchmarks}
   submissions = {}
   for benchmark in benchmarks:
