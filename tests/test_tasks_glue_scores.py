@@ -83,14 +83,15 @@ def _first_test_examples(name, vocabulary, count):
   return task, glue_submission.test_examples(task)[:count]
 
 
-def test_infer_decodes_are_read_back_as_text(tmp_path):
-  # What mesh-tf's decode_from_file writes under Python 3: str() of each decode's bytes.
+def test_infer_decodes_are_read_back_line_by_line(tmp_path):
   path = tmp_path / "decodes-5"
-  path.write_text("b'entailment'\nb\"it's\"\nb'caf\\xc3\\xa9'\nplain\n", encoding="utf-8")
-  assert glue_submission.read_decodes(str(path), 4) == ["entailment", "it's", "café", "plain"]
+  path.write_text("entailment\n\ncafé\nnot_entailment\n", encoding="utf-8")
+  # An empty decode is a decode; the newline after the last one is not.
+  assert glue_submission.read_decodes(str(path), 4) == ["entailment", "", "café",
+                                                        "not_entailment"]
   assert glue_submission.read_decodes(str(path), 1) == ["entailment"]
-  with pytest.raises(ValueError, match="4 decodes for 6 inputs"):
-    glue_submission.read_decodes(str(path), 6)
+  with pytest.raises(ValueError, match="4 decodes for 5 inputs"):
+    glue_submission.read_decodes(str(path), 5)
 
 
 @needs_files

@@ -14,7 +14,6 @@ A decode that is no class name (the postprocessor's -1) is written as the task's
 and counted; the caller reports the count.
 """
 
-import ast
 import collections
 import csv
 import json
@@ -56,24 +55,15 @@ def infer_inputs(examples: Sequence[dict]) -> List[str]:
 
 
 def read_decodes(path: str, count: int) -> List[str]:
-  """The first ``count`` decodes of mesh-tf's ``decode_from_file`` output, one a line.
-
-  Mesh-TF writes each decode with ``str()``, and under Python 3 its decodes are bytes, so a line
-  reads ``b'entailment'`` (non-ASCII bytes escaped); such a line is turned back into its text.
-  """
+  """The first ``count`` decodes of an ``infer`` run's output file, one a line (UTF-8 text, as
+  switch_cli/infer.py writes it); ValueError when it holds fewer."""
   with open(path, encoding="utf-8") as f:
     lines = f.read().split("\n")
   if lines[-1] == "":  # the newline after the last decode
     lines.pop()
-  lines = lines[:count]
   if len(lines) < count:
     raise ValueError(f"{path}: {len(lines)} decodes for {count} inputs")
-  decodes = []
-  for line in lines:
-    if line[:2] in ("b'", 'b"') and line[-1:] == line[1]:
-      line = ast.literal_eval(line).decode("utf-8", errors="replace")
-    decodes.append(line)
-  return decodes
+  return lines[:count]
 
 
 def _label_classes(task: seqio.Task) -> Sequence[str]:
