@@ -9,7 +9,7 @@ line) with an extra Estimator hook that, after ``--warmup_steps``, times ``--tim
 steps (one step's start to the next's), then runs one more step asking TensorFlow for the
 partitioned graphs it executed (``RunOptions.output_partition_graphs``).
 
-Bytes are read from those partition graphs: every ``_Recv`` node is one tensor sent from one
+Bytes are read from those partition graphs: every ``_Send`` node is one tensor sent from one
 device to another during the step; its size comes from the tensor's static shape in the
 client's graph. Each transfer is counted once (per tensor and receiving device), and
 classified:
@@ -53,10 +53,11 @@ if REPO not in sys.path:
 FLOAT32_BYTES = 4
 # dispatch + combine, each forward and backward.
 ALL_TO_ALLS_PER_SWITCH_LAYER = 4
-# Mesh-TF lowers each mtf op under its own name scope; a reshape's lowering (and its gradient,
-# ".../reshape_1/gradients/reshape/...") holds the all-to-all's split / concat ops.
-ALL_TO_ALL_SCOPE = re.compile(r"(^|/)reshape(_\d+)?/")
-RECV_OPS = ("_Recv", "_HostRecv")
+# Mesh-TF lowers each mtf op under its own name scope: a reshape's all-to-all ring (and its
+# gradient's, ".../reshape_1/gradients/reshape/...") sends the outputs of split / concat ops
+# made directly in that scope. The ring's result (".../reshape/parallel_k/concat") is not one.
+ALL_TO_ALL_TENSOR = re.compile(r"(^|/)reshape(_\d+)?/(split|concat)(_\d+)?:\d+$")
+SEND_OPS = ("_Send", "_HostSend")
 CHILD_RESULT_PREFIX = "bench_cluster_result: "
 
 
@@ -125,11 +126,11 @@ def expected_crossing_bytes(logical_bytes: int, tasks: Sequence[int]) -> Tuple[i
 
 @dataclasses.dataclass(frozen=True)
 class Transfer:
-  """One tensor sent between devices during a step."""
+  """One tensor sent from one device to another during a step."""
   tensor: str          # the producer's output, "scope/op:0"
   source: str          # sending device, as TensorFlow names it
   destination: str     # receiving device
-  num_bytes: int
+  num_bytes: Optional[int]  # None: a tensor the client's graph cannot size (see transfers_in)
 
   @property
   def across_tasks(self) -> bool:
@@ -137,7 +138,7 @@ class Transfer:
 
   @property
   def all_to_all(self) -> bool:
-    return bool(ALL_TO_ALL_SCOPE.search(self.tensor))
+    return bool(ALL_TO_ALL_TENSOR.search(self.tensor))
 
 
 def task_of(device: str) -> str:
@@ -147,45 +148,61 @@ def task_of(device: str) -> str:
   return f"{job.group(1) if job else 'localhost'}/{task.group(1) if task else 0}"
 
 
-def transfers_in(partition_graphs, tensor_bytes: Callable[[str], int]) -> List[Transfer]:
-  """The cross-device tensors of the partition graphs of one step (GraphDefs as RunMetadata
-  gives them): one Transfer per ``_Recv`` (a tensor received twice by one device once)."""
-  seen = set()
+def _tensor_name(node_input: str) -> str:
+  """A NodeDef input ("op" or "op:1") as a tensor name ("op:0", "op:1")."""
+  return node_input if ":" in node_input else f"{node_input}:0"
+
+
+def transfers_in(partition_graphs, tensor_bytes: Callable[[str], Optional[int]]) -> List[Transfer]:
+  """The cross-device tensors of one step, from its partition graphs (GraphDefs, as
+  RunMetadata gives them): TensorFlow's partitioner puts one ``_Send`` on the producer's
+  device per tensor and receiving device; its input is the tensor sent. Sizes come from
+  tensor_bytes(tensor name). Tensors made by TensorFlow's graph optimizer (grappler's
+  rewrites, the dummy tensors that carry control edges) are not in the client's graph: their
+  num_bytes is None. An all-to-all tensor must be sized: else a ValueError names it."""
   transfers = []
+  seen = set()
   for graph_def in partition_graphs:
     for node in graph_def.node:
-      if node.op not in RECV_OPS:
+      if node.op not in SEND_OPS:
         continue
-      tensor = node.attr["tensor_name"].s.decode()
+      key = node.attr["tensor_name"].s.decode()  # "edge_<id>_<producer>": one per transfer
       source = node.attr["send_device"].s.decode()
       destination = node.attr["recv_device"].s.decode()
-      if source == destination or (tensor, destination) in seen:
+      if source == destination or key in seen:
         continue
-      seen.add((tensor, destination))
-      transfers.append(Transfer(tensor, source, destination, tensor_bytes(tensor)))
+      seen.add(key)
+      tensor = _tensor_name(node.input[0])
+      num_bytes = tensor_bytes(tensor)
+      if num_bytes is None and ALL_TO_ALL_TENSOR.search(tensor):
+        raise ValueError(f"cannot size {tensor} sent from {source} to {destination}: it is not "
+                         "in the client's graph with a static shape")
+      transfers.append(Transfer(tensor, source, destination, num_bytes))
   return transfers
 
 
-def static_tensor_bytes(graph) -> Callable[[str], int]:
-  """tensor name -> bytes from graph's static shape; ValueError naming a tensor of unknown
-  shape (every mesh tensor's shape is static, so one would mean a misread graph)."""
-  def tensor_bytes(name: str) -> int:
-    tensor = graph.get_tensor_by_name(name)
+def static_tensor_bytes(graph) -> Callable[[str], Optional[int]]:
+  """tensor name -> bytes from graph's static shape; None for a tensor the graph does not
+  hold (an op TensorFlow's optimizer made) or whose shape is not static."""
+  def tensor_bytes(name: str) -> Optional[int]:
+    try:
+      tensor = graph.get_tensor_by_name(name)
+    except (KeyError, ValueError):
+      return None
     elements = tensor.shape.num_elements()
-    if elements is None:
-      raise ValueError(f"tensor {name} has no static shape ({tensor.shape}); cannot size it")
-    return elements * tensor.dtype.size
+    return None if elements is None else elements * tensor.dtype.size
   return tensor_bytes
 
 
 def summarize_transfers(transfers: Sequence[Transfer]) -> Dict[str, int]:
-  """Bytes and counts per class: all_to_all / other x across devices / across tasks."""
-  summary = {}
+  """Bytes and counts per class: all_to_all / other x across devices / across tasks; and the
+  number of transfers that could not be sized (counted as 0 bytes)."""
+  summary = {"unsized_tensors": sum(t.num_bytes is None for t in transfers)}
   for kind, chosen in (("all_to_all", [t for t in transfers if t.all_to_all]),
                        ("other", [t for t in transfers if not t.all_to_all])):
     crossing = [t for t in chosen if t.across_tasks]
-    summary[f"{kind}_bytes_across_devices"] = sum(t.num_bytes for t in chosen)
-    summary[f"{kind}_bytes_across_tasks"] = sum(t.num_bytes for t in crossing)
+    summary[f"{kind}_bytes_across_devices"] = sum(t.num_bytes or 0 for t in chosen)
+    summary[f"{kind}_bytes_across_tasks"] = sum(t.num_bytes or 0 for t in crossing)
     summary[f"{kind}_tensors_across_tasks"] = len(crossing)
   return summary
 
