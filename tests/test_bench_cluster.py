@@ -103,6 +103,11 @@ def micro_step_bytes(workers: int) -> dict:
   from switch_cli.local_cluster import free_ports
 
   tf.disable_eager_execution()
+  with tf.Graph().as_default():
+    return _micro_step_bytes(workers, mtf, tf, free_ports)
+
+
+def _micro_step_bytes(workers, mtf, tf, free_ports) -> dict:
   graph = mtf.Graph()
   mesh = mtf.Mesh(graph, "mesh")
   dims = [mtf.Dimension(name, size) for name, size in (
@@ -145,15 +150,24 @@ def micro_step_bytes(workers: int) -> dict:
   return bench.summarize_transfers(transfers)
 
 
-@pytest.mark.parametrize("workers", [0, 2, 4])
-def test_measured_all_to_all_bytes_equal_the_ring_computation(workers):
+MICRO_WORKERS = (0, 2, 4)
+
+
+@pytest.fixture(scope="module")
+def micro_measured():
+  """{workers: summary} of the micro step at each worker count, from one child process."""
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run([sys.executable, __file__], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+
+
+@pytest.mark.parametrize("workers", MICRO_WORKERS)
+def test_measured_all_to_all_bytes_equal_the_ring_computation(micro_measured, workers):
   """A real step's partition graphs: the all-to-all bytes across devices and across tasks
   are exactly the hand computation's (0 workers: one process, nothing crosses a task)."""
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run([sys.executable, __file__, str(workers)], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  measured = json.loads(proc.stdout.strip().splitlines()[-1])
+  measured = micro_measured[workers]
   tasks = bench.ring_tasks(workers or 1, 4)
   across_devices, across_tasks = bench.expected_crossing_bytes(MICRO_ALL_TO_ALL_BYTES, tasks)
   assert (across_devices, across_tasks) == (4096, {0: 0, 2: 2048, 4: 4096}[workers])
@@ -162,4 +176,4 @@ def test_measured_all_to_all_bytes_equal_the_ring_computation(workers):
 
 
 if __name__ == "__main__":
-  print(json.dumps(micro_step_bytes(int(sys.argv[1]))))
+  print(json.dumps({workers: micro_step_bytes(workers) for workers in MICRO_WORKERS}))
