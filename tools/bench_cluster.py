@@ -248,6 +248,9 @@ def make_step_hook(warmup_steps: int, timed_steps: int):
 
 def run_setting(args) -> dict:
   """In this process: the command line's training run with the hook; returns the record."""
+  import switch_cli  # noqa: F401  (the command's process settings, oneDNN's, before TensorFlow)
+
+  # isort: split
   from mtf_switch import compat  # noqa: F401  (before t5 / mesh_tensorflow)
 
   # isort: split
