@@ -137,6 +137,7 @@ def defined_flags(entry: pathlib.Path) -> frozenset:
     seen.add(path)
     text = path.read_text(encoding="utf-8")
     names.update(re.findall(r"""["']--([A-Za-z][\w-]*)["']""", text))
+    names.update(re.findall(r"DEFINE_\w+\(\s*[\"'](\w+)[\"']", text))  # absl flags
     if 'f"--{field.name}"' in text:  # options generated from a dataclass's fields
       names.update(re.findall(r"^\s+(\w+)\s*:\s*\w", text, re.MULTILINE))
     todo.extend(project_imports(path) - seen)
@@ -208,7 +209,8 @@ def gin_problems(page: pathlib.Path) -> list:
 
 def slug(heading: str) -> str:
   """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
-  text = re.sub(r"[`*_]|\[|\]\([^)]*\)", "", heading.strip().lower())
+  # Underscores are word characters to GitHub: `finetune_glue.py` -> finetune_gluepy.
+  text = re.sub(r"[`*]|\[|\]\([^)]*\)", "", heading.strip().lower())
   text = re.sub(r"[^\w\- ]", "", text)
   return text.replace(" ", "-")
 

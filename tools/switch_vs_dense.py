@@ -9,7 +9,8 @@ It prints a progress bar, then both models' validation negative log perplexity, 
 against the seed spread the committed pilot measured for this very command, the committed
 headline figure with its command, and writes a plot of both curves.
 
-    python tools/switch_vs_dense.py                 # the main command (~10 min on 2 cores)
+    python tools/switch_vs_dense.py                 # the main command (~9 min on 2 cores)
+    python tools/switch_vs_dense.py --steps 1000    # long enough for Switch to pull ahead
     python tools/switch_vs_dense.py --seed 2        # another initialisation and data order
     python tools/switch_vs_dense.py --pilot         # seeds 1-3: results/switch_vs_dense_pilot/
     python tools/switch_vs_dense.py --full_comparison   # the headline run (hours, resumable)
@@ -37,7 +38,11 @@ FULL_COMPARISON = "--full_comparison"
 TASK = repro_speedup.TASK  # all the English text of ../shared/data
 FALLBACK_TASK = "switch_default_corpus_full_lm"  # embedded, needs no shared data
 EXPERTS = 16
-STEPS = 1000
+# By the pilot's timing rule (results/switch_vs_dense_pilot/RULE.md), read before any quality:
+# a 200-step run of this command took 816 s on this project's 2-core machine (2026-12-03,
+# nearly quiet): Switch 1.31 s/step, dense 1.08 s/step, ~300 s of start-up and evaluation,
+# so 9.5 minutes hold (570 - 300) / 2.39 = 113 steps: 100.
+STEPS = 100
 EVALUATIONS = 5  # checkpoints evaluated after step 0, evenly spaced
 BATCH_SIZE = 32
 EVAL_BATCHES = 16
