@@ -20,6 +20,7 @@ from mesh_tensorflow.transformer import transformer, transformer_layers
 import gin
 from mtf_switch import layers
 from mtf_switch.gin_files import parse_gin
+import switch_cli.cluster  # noqa: F401  (registers switch_cluster, bound by mesh/cluster_*.gin)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,6 +82,8 @@ def test_mesh_file_parses_to_a_mesh_and_layout(mesh_file):
   assert {mesh_dim for _, mesh_dim in layout._pairs} <= set(mesh_shape.dimension_names)
   if "cpu" in mesh_file:
     assert len(gin.query_parameter("utils.run.mesh_devices")) == mesh_shape.size
+  elif "cluster" in mesh_file:  # devices come from the workers (switch_cli/cluster.py)
+    assert mesh_shape.size % gin.query_parameter("switch_cluster.devices_per_worker") == 0
   else:
     assert mesh_shape.size in (8, 32)  # a v3-8 or v3-32 slice
 

@@ -55,11 +55,11 @@ def main(reproduction: Reproduction, argv: Optional[Sequence[str]] = None) -> in
   reproduction.add_flags(parser)
   flags = parser.parse_args(argv)
   started = time.time()
-  # The variants first: a bad combination of flags is refused before anything is written.
-  chosen = [v for v in reproduction.variants(flags) if not flags.only or v.name in flags.only]
   settings = repro_settings.settings_of(flags, reproduction.script)
   if reproduction.task_of is not None:
     settings["task"] = reproduction.task_of(flags, settings["task"])
+  # The variants before the settings are recorded: bad flags are refused with nothing written.
+  chosen = [v for v in reproduction.variants(flags) if not flags.only or v.name in flags.only]
   settings["command"] = repro_settings.command_line(reproduction.path, argv)
   if flags.report_only:
     # A report of a run made earlier names the command that trained it, not this one.
