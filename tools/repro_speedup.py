@@ -31,6 +31,8 @@ import repro_main  # noqa: E402
 import repro_outputs as outputs  # noqa: E402
 import repro_report  # noqa: E402
 import repro_scaling_plots  # noqa: E402
+from repro_expert_scaling import _suffix, grouped  # noqa: E402
+import repro_expert_scaling  # noqa: E402
 from repro_settings import DEFAULT_TASK, Variant  # noqa: E402
 
 SCRIPT = "repro_speedup"
@@ -81,23 +83,6 @@ def model_variants(expert_counts=EXPERT_COUNTS, seeds=SEEDS, seeded_experts=SEED
   for seed in seeds[1:]:
     variants.append(dense(seed))
   return variants
-
-
-def _suffix(seed: int) -> str:
-  return "" if seed == 1 else f".seed{seed}"
-
-
-def model_of(name: str) -> str:
-  """'switch_16.seed2' -> 'switch_16'."""
-  return name.split(".seed")[0]
-
-
-def grouped(curves: dict) -> dict:
-  """{model: [curve of each seed]}, models in the order first met."""
-  groups = {}
-  for name, curve in curves.items():
-    groups.setdefault(model_of(name), []).append(curve)
-  return groups
 
 
 def usable_dense(dense_mean: list) -> tuple:
@@ -191,7 +176,7 @@ def summary_rows(groups: dict, dense_curve: list, dense_mean: list, examples_per
     final = mean[-1]
     passes = (f"{final['step'] * batch_size / examples_per_pass:.2f}"
               if examples_per_pass else "-")
-    per_step = cpu_seconds_per_step(mean)
+    per_step = repro_expert_scaling.per_step(mean, "cpu_seconds")
     if model == "dense":
       rows.append([model, final["seeds"], final["step"], passes, final["neg_log_perplexity"],
                    final["std"] if final["seeds"] > 1 else None, "-", "-", "-", "-", "-", "-",
@@ -216,15 +201,6 @@ def summary_rows(groups: dict, dense_curve: list, dense_mean: list, examples_per
         f"{(centre - 1) / spread:.1f}" if spread else "-",
         per_step])
   return rows
-
-
-def cpu_seconds_per_step(curve: list) -> Optional[float]:
-  """CPU seconds per training step between the first and last timed checkpoints."""
-  timed = [r for r in curve if r.get("cpu_seconds") is not None]
-  if len(timed) < 2 or timed[-1]["step"] == timed[0]["step"]:
-    return None
-  return (timed[-1]["cpu_seconds"] - timed[0]["cpu_seconds"]) / (
-      timed[-1]["step"] - timed[0]["step"])
 
 
 GOALS = {"switch_64": 3.0, "switch_16": 2.0}
