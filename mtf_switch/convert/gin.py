@@ -7,7 +7,7 @@ of the HF sparse pattern and repeat it, so that the variable names are those of
 ``names.variable_table``.
 """
 
-from mtf_switch.convert.spec import ModelSpec, block_period
+from mtf_switch.convert.spec import ConversionError, ModelSpec, block_period
 
 DEFAULT_INPUTS_LENGTH, DEFAULT_TARGETS_LENGTH = 512, 114
 
@@ -76,13 +76,20 @@ def model_gin(spec: ModelSpec, source: str, inputs_length: int = DEFAULT_INPUTS_
   lines.append(f"utils.run.sequence_length = {{'inputs': {inputs_length}, "
                f"'targets': {targets_length}}}")
   if spec.is_switch:
+    expert_activation = spec.activation
+    if spec.gated:
+      # The experts' GEGLU is mtf_switch's "geglu" (experts.ACTIVATIONS); no gated ReLU there.
+      if spec.activation != "gelu":
+        raise ConversionError(f"gated {spec.activation!r} experts are not supported; the "
+                              f"project's gated expert is GEGLU ('geglu')")
+      expert_activation = "geglu"
     lines += [
         "# HF's routing: every sequence is one group with an absolute capacity, tokens in",
         "# position order (group_size = the sequence length of each stack: keep these equal",
         "# to utils.run.sequence_length when you change it).",
         f"mtf_switch.SwitchFFN.num_experts = {spec.num_experts}",
         "mtf_switch.SwitchFFN.hidden_size = %d_ff",
-        f'mtf_switch.SwitchFFN.activation = "{spec.activation}"',
+        f'mtf_switch.SwitchFFN.activation = "{expert_activation}"',
         f"mtf_switch.SwitchFFN.fixed_expert_capacity = {spec.expert_capacity}",
         f"encoder/mtf_switch.SwitchFFN.group_size = {inputs_length}",
         f"decoder/mtf_switch.SwitchFFN.group_size = {targets_length}",

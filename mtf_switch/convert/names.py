@@ -29,6 +29,7 @@ sub-layers per encoder block, 3 per decoder block):
                                                        .../SwitchFFN/router/kernel [d, E]   T
              ...layer.j.mlp.experts.expert_e.wi.weight [f, d], e < E
                                                        .../SwitchFFN/wi/kernel [E, d, f]  stack of T
+             (gated experts: wi_0 and wi_1 in place of wi, the names switch-xxl-128's files use)
              ...expert_e.wo.weight [d, f]              .../SwitchFFN/wo/kernel [E, f, d]  stack of T
   {s}.final_layer_norm.weight                          {s}/rms_norm/scale
 
@@ -134,7 +135,8 @@ def _stack_entries(spec: ModelSpec, stack: str) -> List[Entry]:
     if is_sparse:
       add(f"{mtf}/SwitchFFN/router/kernel", [d, experts], [f"{hf}.mlp.router.classifier.weight"],
           TRANSPOSE)
-      for name, shape in (("wi", [experts, d, ff]), ("wo", [experts, ff, d])):
+      wi_names = ["wi_0", "wi_1"] if spec.gated else ["wi"]
+      for name, shape in [(n, [experts, d, ff]) for n in wi_names] + [("wo", [experts, ff, d])]:
         add(f"{mtf}/SwitchFFN/{name}/kernel", shape,
             [f"{hf}.mlp.experts.expert_{e}.{name}.weight" for e in range(experts)],
             EXPERTS_TRANSPOSE)

@@ -51,7 +51,9 @@ class ModelSpec:
     encoder_sparse, decoder_sparse: per HF block, whether its FFN is a Switch layer.
     num_experts, expert_capacity: the Switch layers' (0 for T5).
     activation: Mesh-TF activation of every FFN ("relu" or "gelu").
-    gated: FFN is act(x wi_0) * (x wi_1) (T5 v1.1's gated-gelu); dense FFNs only.
+    gated: FFN is act(x wi_0) * (x wi_1) (T5 v1.1's gated-gelu). In a Switch model it holds
+      for the dense FFNs and the experts alike (switch-xxl-128's GEGLU, released.py); HF's
+      SwitchTransformers has no gated FFN, so such a model has no HF config to go to.
     tied_logits: logits = (d_model**-0.5 * x) @ embedding.T (else a separate lm_head).
     separate_input_embeddings: the encoder and the decoder read their own input embedding
       (HF's encoder/decoder.embed_tokens of an untied Switch model; Mesh-TF's
@@ -239,6 +241,9 @@ def to_hf_config(spec: ModelSpec) -> Dict:
     raise ConversionError("separate encoder/decoder input embeddings have an HF counterpart "
                           "only in an untied Switch model (HF ties both embed_tokens to shared "
                           "when it ties the softmax, and in every T5 model)")
+  if spec.is_switch and spec.gated:
+    raise ConversionError("gated FFNs (e.g. switch-xxl-128's GEGLU) have no counterpart in HF's "
+                          "SwitchTransformers (one wi per FFN, no wi_0/wi_1)")
   if spec.model_type == T5_MODEL_TYPE:
     act = MTF_TO_HF_ACTIVATION[spec.activation]
     proj = ("gated-gelu" if act == "gelu_new" else f"gated-{act}") if spec.gated else act
