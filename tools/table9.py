@@ -85,13 +85,17 @@ PAPER = [
              "-", None, 128, note="ReLU d_ff 4096 as in the released checkpoint"),
 ] + [
     # The released checkpoints (Hugging Face google/*), gin files from their config.json
-    # (mtf_switch/convert/released.py): no Table 9 figures of their own.
+    # (mtf_switch/convert/released.py; switch-xxl-128's from what its tensors hold): no
+    # Table 9 figures of their own.
     PaperRow(f"{hub} (released)", f"models/released/{key}.gin", None, 0, None, "-", None,
-             None, note="released checkpoint's config.json")
+             None, note=("what its tensors hold, not its config.json (released.py)"
+                         if key == "switch_xxl_128" else "released checkpoint's config.json"))
     for key, hub in (("switch_base_8", "switch-base-8"), ("switch_base_16", "switch-base-16"),
                      ("switch_base_32", "switch-base-32"), ("switch_base_64", "switch-base-64"),
                      ("switch_base_128", "switch-base-128"),
-                     ("switch_base_256", "switch-base-256"), ("switch_c_2048", "switch-c-2048"),
+                     ("switch_base_256", "switch-base-256"),
+                     ("switch_large_128", "switch-large-128"),
+                     ("switch_xxl_128", "switch-xxl-128"), ("switch_c_2048", "switch-c-2048"),
                      ("t5_v1_1_base", "t5-v1_1-base"), ("t5_v1_1_large", "t5-v1_1-large"),
                      ("t5_v1_1_xxl", "t5-v1_1-xxl"))
 ]
