@@ -20,7 +20,8 @@ vocabulary 32128, tied); d_kv 64 and the remaining fields as the Base family's (
 ``from-hf`` follows the tensors and names any difference). flaxformer's T5X gin
 (t5x/configs/moe/models/switch_large.gin) agrees on sizes, layers and experts.
 switch-xxl-128 (no download here; what its tensors hold is read from the code that wrote them):
-  config.json  https://huggingface.co/google/switch-xxl-128/commit/13cda2d3fb4ae78084f4bbc82aeae377a8910ffe
+  config.json
+    https://huggingface.co/google/switch-xxl-128/commit/13cda2d3fb4ae78084f4bbc82aeae377a8910ffe
     ("config.json (#2)"; the index shows its first 32 of 70 lines): d_ff 10240, d_kv 64,
     d_model 4096, dense_act_fn "gelu", encoder_sparse_step 2, decoder_sparse_step 2,
     expert_capacity 64, feed_forward_proj "gelu", is_gated_act false, num_layers 48,
