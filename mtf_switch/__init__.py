@@ -10,11 +10,10 @@ statistics out of Mesh-TF's microbatch loop (see ``mtf_switch.summaries``).
 from mtf_switch import compat  # noqa: F401  (must run before mesh_tensorflow is imported)
 
 # isort: split
-from mtf_switch import attention, embedding, layers, loss, routing, seeding, summaries  # noqa: F401  (gin configurables)
+from mtf_switch import attention, embedding, layers, routing, seeding, summaries  # noqa: F401  (gin configurables)
 from mtf_switch.attention import SwitchAttention  # noqa: F401
 from mtf_switch.embedding import GatherVocabEmbedding  # noqa: F401
 from mtf_switch.layers import MoEFFN, SwitchFFN  # noqa: F401
-from mtf_switch.loss import fused_cross_entropy  # noqa: F401
 from mtf_switch.routing import MoERouter, SwitchRouter  # noqa: F401
 
 seeding.install()
