@@ -104,8 +104,8 @@ def test_variants_train_dense_four_times_longer_dense_first(tmp_path):
   assert set(names[5:]) == {"switch_16.seed2", "switch_64.seed2", "switch_16.seed3",
                             "switch_64.seed3", "dense.seed2", "dense.seed3"}
   steps = {v.name: v.steps for v in variants}
-  assert steps["dense"] == steps["dense.seed3"] == 16000
-  assert steps["switch_128"] == steps["switch_64.seed2"] == 4000
+  assert steps["dense"] == steps["dense.seed3"] == 8000
+  assert steps["switch_128"] == steps["switch_64.seed2"] == 2000
   assert all(repro_speedup.SCHEDULE_GIN in v.gin_files for v in variants)
   with pytest.raises(SystemExit, match="--dense_steps 2 is below --steps 4"):
     repro_speedup.main(["--steps", "4", "--dense_steps", "2", "--only", "none",
