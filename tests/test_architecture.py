@@ -19,7 +19,9 @@ ALLOWED_IMPORTS = {
     "mtf_switch": set(),  # the library: Mesh-TF layers, routers, converters
     "tasks": set(),  # seqio/T5 task registries
     "switch_cli": {"mtf_switch", "tasks"},  # the application
-    "tools": {"mtf_switch", "tasks", "switch_cli"},  # experiment code and commands
+    # The experiments' code: benchmarks, reproductions, fine-tuning, conversion checks.
+    "switch_experiments": {"mtf_switch", "tasks", "switch_cli"},
+    "tools": {"switch_experiments"},  # the commands: each a thin main over switch_experiments
     "tests": None,  # anything
 }
 
@@ -35,8 +37,6 @@ KNOWN_VIOLATIONS = {
     ("tasks/vocab.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
     # Issue 28: the library forwards `python -m mtf_switch.cli` to the application.
     ("mtf_switch/cli.py", "switch_cli"): "issue 28: the mtf_switch.cli alias imports switch_cli",
-    # Found writing this test: a command borrows the tests' tiny HF model builders.
-    ("tools/hf_parity_full_size.py", "tests"): "tools imports tests.hf_tiny",
 }
 
 
@@ -107,6 +107,72 @@ def test_no_import_breaks_a_layer_rule_beyond_the_known_ones():
 def test_known_violation_is_fixed(path, name):
   """Fails while the known violation stands; passes (so strict xfail fails) once it is fixed."""
   assert (path, name) not in violations(), f"{path} still imports {name}"
+
+
+def _imports(path: pathlib.Path) -> list:
+  """(module, imported names) of every absolute import of a file; names is () for `import m`."""
+  tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+  found = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      found += [(alias.name, ()) for alias in node.names]
+    elif isinstance(node, ast.ImportFrom):
+      found.append(("." * node.level + (node.module or ""),
+                    tuple(alias.name for alias in node.names)))
+  return found
+
+
+def _defines_main(path: pathlib.Path) -> bool:
+  tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+  return any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body)
+
+
+def thin_command_problems(path: pathlib.Path) -> list:
+  """Why tools/X.py is not a thin command over switch_experiments.X's main (empty: it is)."""
+  own = f"switch_experiments.{path.stem}"
+  problems = []
+  project = project_top_levels() | {p.stem for p in (REPO / "tools").glob("*.py")}
+  for module, names in _imports(path):
+    top = module.split(".")[0]
+    if module == own and names == ("main",):
+      continue
+    if module.startswith(".") or top in project:
+      problems.append(f"imports {module}{' ' + ', '.join(names) if names else ''}")
+  if (own, ("main",)) not in _imports(path):
+    problems.append(f"does not import main from {own}")
+  elif not _defines_main(REPO / "switch_experiments" / f"{path.stem}.py"):
+    problems.append(f"{own} defines no main()")
+  return problems
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "tools").glob("*.py")), ids=lambda p: p.name)
+def test_each_tool_is_a_thin_command_over_the_experiment_package(path):
+  problems = thin_command_problems(path)
+  assert not problems, f"tools/{path.name}: " + "; ".join(problems)
+
+
+def test_the_thin_command_check_catches_a_helper_and_a_sibling_import(tmp_path):
+  tools = tmp_path / "tools"
+  tools.mkdir()
+  helper = tools / "no_such_command.py"
+  helper.write_text("import table9\nfrom tools import table9\n"
+                    "from switch_experiments.repro_runs import train\n")
+  assert thin_command_problems(helper) == [
+      "imports table9", "imports tools table9", "imports switch_experiments.repro_runs train",
+      "does not import main from switch_experiments.no_such_command"]
+
+
+def test_nothing_edits_sys_path():
+  """Commands, tests and packages import the project as installed (or from the root pytest
+  puts on the path), never by inserting directories into sys.path."""
+  found = []
+  for path in (path for layer in sorted(project_top_levels()) for path in layer_files(layer)):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Attribute) and node.attr == "path"
+          and isinstance(node.value, ast.Name) and node.value.id == "sys"):
+        found.append(f"{path.relative_to(REPO).as_posix()}:{node.lineno}")
+  assert not found, "sys.path used at " + ", ".join(found)
 
 
 def test_the_reader_sees_imports_inside_functions(tmp_path):

@@ -1,14 +1,11 @@
 """tools/bench_cli_training.py: what each variant adds to the training command it starts."""
 
 import argparse
-import os
 import subprocess
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
-import bench_cli_training as bench  # noqa: E402
+from switch_experiments import bench_cli_training as bench
 
 ARGS = argparse.Namespace(task="t", warmup_steps=1, timed_steps=1, batch_size=4)
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tools import bench_cluster as bench
+from switch_experiments import bench_cluster as bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,19 +1,13 @@
-"""tools/bench_dispatch.py's profile and memory helpers, on numbers checkable by hand."""
+"""tools/bench_dispatch.py's (switch_experiments.bench_dispatch) profile and memory helpers, on numbers checkable by hand."""
 
 import collections
-import importlib.util
-import pathlib
 
 import mesh_tensorflow as mtf
 import pytest
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import layers
-
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "tools" / "bench_dispatch.py"
-_SPEC = importlib.util.spec_from_file_location("bench_dispatch_under_test", _PATH)
-bench = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(bench)
+from switch_experiments import bench_dispatch as bench
 
 
 def _metadata(nodes):

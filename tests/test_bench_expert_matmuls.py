@@ -1,15 +1,10 @@
 """tools/bench_expert_matmuls.py: its sizes, its checks and one tiny run."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "tools" / "bench_expert_matmuls.py"
-_SPEC = importlib.util.spec_from_file_location("bench_expert_matmuls_under_test", _PATH)
-bench = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(bench)
+from switch_experiments import bench_expert_matmuls as bench
 
 
 def test_rows_slots_and_flops_by_hand():

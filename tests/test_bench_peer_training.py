@@ -1,12 +1,9 @@
 """tools/bench_peer_training.py: the peer's model and step, the ratios, the argument checks."""
 
-import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
-import bench_peer_training as bench  # noqa: E402
+from switch_experiments import bench_peer_training as bench
 
 
 def test_peer_capacity_is_the_projects_factor_per_sequence():

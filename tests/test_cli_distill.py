@@ -6,17 +6,11 @@ A file of its own so that pytest-xdist can run it beside tests/test_cli_end_to_e
 starts from the same checkpoint.
 """
 
-import os
-import sys
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
-import run_results  # noqa: E402  (tools/)
-
-from tests.e2e.cli import run_cli as _cli  # noqa: E402
+from switch_experiments import run_results
+from tests.e2e.cli import run_cli as _cli
 
 # The dense student of tiny_switch_cpu.gin: the same stacks with DenseReluDense for SwitchFFN.
 _DISTILL_PAIR = [

@@ -14,18 +14,10 @@ Results are read the way the tools read them (tools/run_results.py): from checkp
 TensorBoard events, not from the logs.
 """
 
-import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
-import finetune_sst2  # noqa: E402  (tools/)
-import multilingual  # noqa: E402
-import run_results  # noqa: E402
-
-from tests.e2e.cli import LANGUAGES, checkpoint_steps  # noqa: E402
-from tests.e2e.cli import run_cli as _cli  # noqa: E402
+from switch_experiments import finetune_sst2, multilingual, run_results
+from tests.e2e.cli import LANGUAGES, checkpoint_steps
+from tests.e2e.cli import run_cli as _cli
 
 
 def test_train_sigkill_and_resume(pretrained):

@@ -14,12 +14,11 @@ import sys
 
 import pytest
 
+from switch_experiments import benchmark_averages
 from tests.e2e.cli import CLI_TIMEOUT, GIN, REPO
 
 pytestmark = pytest.mark.slow
-sys.path.insert(0, os.path.join(REPO, "tools"))
 
-import benchmark_averages  # noqa: E402  (tools/)
 
 STEPS, EVERY = 4, 2
 RTE_DEV = ["entailment", "not_entailment", "entailment", "entailment", "not_entailment"]

@@ -108,8 +108,8 @@ def module_file(module: str):
 
 
 def project_imports(path: pathlib.Path) -> set:
-  """Project files that `path` imports: packages and modules at the root, and tools/'s own
-  sibling modules (imported by bare name)."""
+  """Project files that `path` imports: packages and modules at the root (a command in tools/
+  imports its code from switch_experiments)."""
   tree = ast.parse(path.read_text(encoding="utf-8"))
   found = set()
   for node in ast.walk(tree):
@@ -119,10 +119,7 @@ def project_imports(path: pathlib.Path) -> set:
       modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
     else:
       continue
-    for module in modules:
-      for candidate in (module_file(module), module_file(f"tools.{module}")):
-        if candidate is not None:
-          found.add(candidate)
+    found.update(filter(None, map(module_file, modules)))
   return found
 
 

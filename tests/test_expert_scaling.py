@@ -3,20 +3,13 @@ made here, with figures checkable by hand. The scripts' end-to-end runs are in
 test_repro_scripts.py."""
 
 import json
-import os
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
-import repro_curves  # noqa: E402
-import repro_expert_scaling as scaling  # noqa: E402
-import repro_expert_scaling_pilot as pilot  # noqa: E402
-import repro_runs  # noqa: E402
-import repro_scaling_plots  # noqa: E402
-from repro_settings import Variant  # noqa: E402
+from switch_experiments import repro_curves, repro_runs, repro_scaling_plots
+from switch_experiments import repro_expert_scaling as scaling
+from switch_experiments import repro_expert_scaling_pilot as pilot
+from switch_experiments.repro_settings import Variant
 
 
 def _curve(qualities, step=100, cpu_per_step=0.5):

@@ -6,21 +6,14 @@ import csv
 import json
 import math
 import os
-import sys
 
 import pandas as pd
 import pytest
 import seqio
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
-import benchmark_averages  # noqa: E402  (tools/)
-import finetune_glue  # noqa: E402
-import glue_report  # noqa: E402
-import majority_baseline  # noqa: E402
-from tasks import benchmark_files, registry  # noqa: E402
-from tasks import vocab as vocab_lib  # noqa: E402
+from switch_experiments import benchmark_averages, finetune_glue, glue_report, majority_baseline
+from tasks import benchmark_files, registry
+from tasks import vocab as vocab_lib
 
 # ---------------------------------------------------------------- the majority class
 

@@ -283,12 +283,8 @@ def test_dispatch_path_is_a_gin_parameter():
 
 
 def test_benchmark_tool_runs_at_a_toy_size(capsys):
-  import importlib.util
-  import pathlib
-  path = pathlib.Path(__file__).resolve().parents[1] / "tools" / "bench_dispatch.py"
-  spec = importlib.util.spec_from_file_location("bench_dispatch", path)
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
+  from switch_experiments import bench_dispatch as bench
+
   assert bench.main(["--tokens", "256", "--length", "64", "--d_model", "8", "--d_ff", "16",
                      "--configs", "4:1.25:64", "--rounds", "1"]) == 0
   out = capsys.readouterr().out

@@ -12,8 +12,6 @@ import pytest
 from mtf_switch.convert import names, released
 from mtf_switch.convert import spec as spec_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 @pytest.mark.parametrize("key", sorted(released.RELEASED))
 def test_committed_gin_file_is_the_one_the_config_gives(key):
@@ -40,9 +38,7 @@ def test_hf_rule_for_more_sparse_layers_than_layers_gives_none():
 
 @pytest.mark.parametrize("key", ["switch_base_8", "t5_v1_1_base"])
 def test_released_graph_variables_are_the_name_table(key):
-  import sys
-  sys.path.insert(0, os.path.join(REPO, "tools"))
-  import table9
+  from switch_experiments import table9
   spec = spec_lib.from_hf_config(released.RELEASED[key])
   mtf_graph, _ = table9.build_graph(f"models/released/{key}.gin", inputs_length=8,
                                     targets_length=4)

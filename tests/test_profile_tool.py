@@ -1,12 +1,9 @@
 """tools/profile_train_step.py's FLOP counts, by hand: 2 x m x k x n for each product."""
 
-import os
-import sys
 
 import tensorflow.compat.v1 as tf
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
-import profile_train_step as profile  # noqa: E402
+from switch_experiments import profile_train_step as profile
 
 
 def test_einsum_flops_counts_every_index_once():

@@ -11,19 +11,17 @@ import csv
 import json
 import os
 import shutil
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
-import repro_curves  # noqa: E402
-import repro_expert_scaling  # noqa: E402
-import repro_expert_scaling_pilot  # noqa: E402
-import repro_scaling_plots  # noqa: E402
-import repro_stability  # noqa: E402
-import repro_table1  # noqa: E402
+from switch_experiments import (
+  repro_curves,
+  repro_expert_scaling,
+  repro_expert_scaling_pilot,
+  repro_scaling_plots,
+  repro_stability,
+  repro_table1,
+)
 
 MICRO = ["--task", "switch_default_corpus_span_corruption", "--steps", "4",
          "--checkpoint_every", "2", "--batch_size", "4", "--eval_batches", "2",

@@ -7,14 +7,10 @@ curves it wrote.
 
 import csv
 import os
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
-import repro_speedup  # noqa: E402
+from switch_experiments import repro_speedup
 
 
 def _curve(*points, std=0.0):

@@ -2,17 +2,10 @@
 multilingual.py), on numbers checked by hand. The CLI runs they drive are tested end to end in
 test_cli_end_to_end.py."""
 
-import os
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
-import distill  # noqa: E402  (tools/)
-import finetune_sst2  # noqa: E402
-import multilingual  # noqa: E402
+from switch_experiments import distill, finetune_sst2, multilingual
 
 
 def test_gain_kept_by_hand():

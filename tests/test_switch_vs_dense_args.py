@@ -4,16 +4,11 @@ hand, and (slow tier) a micro run whose result fields follow the model."""
 
 import io
 import os
-import sys
 import types
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "tools"))
-
-import repro_runs  # noqa: E402  (tools/)
-import switch_vs_dense  # noqa: E402
+from switch_experiments import repro_runs, switch_vs_dense
 
 
 @pytest.fixture
@@ -41,7 +36,7 @@ def test_bad_counts_are_refused_before_the_cli_starts(no_cli, capsys, argv, mess
 
 
 def test_full_comparison_hands_the_other_arguments_to_the_headline_script(no_cli, monkeypatch):
-  import repro_speedup
+  from switch_experiments import repro_speedup
 
   received = []
   monkeypatch.setattr(repro_speedup, "main", lambda argv: received.append(argv) or 0)

@@ -7,17 +7,12 @@ against closed-form sums and against Table 9 at the table's precision.
 """
 
 import json
-import os
-import sys
 
 import pytest
 
 import gin
 from mtf_switch.gin_files import parse_gin
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import table9  # noqa: E402
+from switch_experiments import table9
 
 # switch_tiny.gin / t5_tiny.gin sizes.
 D_MODEL, D_FF, D_ATTN, HEADS, EXPERTS = 128, 512, 4 * 32, 4, 8

@@ -1,14 +1,14 @@
 """Benchmark averages (tools/benchmark_averages.py) checked by hand; no shared data needed."""
 
+import json
 import os
-import sys
 
 import pytest
+import seqio
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
-import benchmark_averages  # noqa: E402  (tools/)
+from switch_experiments import benchmark_averages, glue_submission
+from tasks import paths, registry
+from tasks import vocab as vocab_lib
 
 SCORES = {
     "glue_cola_v002/matthews_corrcoef": 40.0,
@@ -55,14 +55,6 @@ def test_markdown_has_a_row_per_checkpoint():
 
 
 # ---------------------------------------------------------------- submission files
-
-import json  # noqa: E402
-
-import seqio  # noqa: E402
-
-import glue_submission  # noqa: E402  (tools/)
-from tasks import paths, registry  # noqa: E402
-from tasks import vocab as vocab_lib  # noqa: E402
 
 DATA = paths.shared_data_dir()
 needs_files = pytest.mark.skipif(

@@ -22,18 +22,13 @@ tokens, vocabulary 64. The encoder's 256 tokens form 8 groups of 32 (capacity 5 
 """
 
 import math
-import os
-import sys
 
 import pytest
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import capacity as capacity_lib
 from mtf_switch import dispatch
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import tpu_plan  # noqa: E402
+from switch_experiments import tpu_plan
 
 VOCAB, D_MODEL, EXPERTS = 64, 128, 8
 TOKENS = {"encoder": 16 * 16, "decoder": 16 * 8}

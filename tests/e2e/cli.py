@@ -21,12 +21,11 @@ import tempfile
 import time
 import traceback
 
+from switch_experiments import run_results
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GIN = os.path.join(REPO, "tests", "e2e", "tiny_switch_cpu.gin")
-if os.path.join(REPO, "tools") not in sys.path:
-  sys.path.insert(0, os.path.join(REPO, "tools"))
 
-import run_results  # noqa: E402  (tools/)
 
 checkpoint_steps = run_results.checkpoint_steps
 
