@@ -1,5 +1,5 @@
-"""Tiny random Hugging Face Switch / T5 v1.1 models for the conversion tests, and HF's own
-logits and routing decisions on given ids (eval mode, float32)."""
+"""Tiny random Hugging Face Switch / T5 v1.1 models for the conversion tests and checks, and
+HF's own logits and routing decisions on given ids (eval mode, float32)."""
 
 import dataclasses
 from typing import List
