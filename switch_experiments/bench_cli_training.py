@@ -45,9 +45,9 @@ import subprocess
 import sys
 import tempfile
 
-from switch_experiments import paths
-
+from switch_experiments import bench_rounds, paths
 from switch_experiments.paths import REPO
+
 MODELS = {"dense": "models/t5_tiny.gin", "switch": "models/switch_tiny.gin"}
 ONE_HOT = "transformer.get_vocab_embedding_cls.cls = @transformer.VocabEmbedding"
 XLA_FLAGS = "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
@@ -127,19 +127,10 @@ def main(argv=None) -> int:
   runs = [(m, v) for m in models for v in variants
           if m == "switch" or v not in SWITCH_VARIANTS]
 
-  samples = {run: [] for run in runs}
-  for round_index in range(args.rounds):
-    order = runs[round_index % len(runs):] + runs[:round_index % len(runs)]
-    for model, variant in order:
-      record = run_variant(model, variant, args)
-      if "error" in record:
-        print(f"round {round_index + 1}: {model}/{variant} failed: {record['error']}",
-              flush=True)
-      else:
-        print(f"round {round_index + 1}: {model}/{variant} "
-              f"{record['loop_step_seconds']:.3f} s/step ({record['untraced_step_seconds']:.3f} "
-              "in session.run)", flush=True)
-      samples[(model, variant)].append(record)
+  samples = bench_rounds.run_rounds(
+      runs, args.rounds, lambda model, variant: run_variant(model, variant, args),
+      lambda r: (f"{r['loop_step_seconds']:.3f} s/step ({r['untraced_step_seconds']:.3f} "
+                 "in session.run)"))
 
   rows = []
   for model, variant in runs:
@@ -177,19 +168,16 @@ def main(argv=None) -> int:
   print(f"\n{args.batch_size} sequences per step, {args.timed_steps} timed steps after "
         f"{args.warmup_steps} warm-up, {args.rounds} rounds; {platform.processor() or 'cpu'}, "
         f"{os.cpu_count()} cores\n")
-  print(f"| model | variant | s/step | session.run s | CPU s/step | steps/s | examples/s | "
-        f"x {variants[0]} | x dense | matmul GFLOP/step | GFLOP/s | ref. matmul GFLOP/s |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-  for r in rows:
-    if "error" in r:
-      print(f"| {r['model']} | {r['variant']} | failed: {r['error'][:80]} |||||||||")
-      continue
-    print(f"| {r['model']} | {r['variant']} | {r['step_seconds']:.3f} | "
-          f"{r['session_run_seconds']:.3f} | {r['cpu_seconds_per_step']:.3f} | "
-          f"{r['steps_per_second']:.2f} | {r['examples_per_second']:.1f} | "
-          f"{r.get('examples_per_second_vs_first_variant', '')} | "
-          f"{r.get('examples_per_second_vs_dense', '')} | {r['matmul_gflop_per_step']:.2f} | "
-          f"{r['achieved_gflops']:.1f} | {r['reference_matmul_gflops']:.1f} |")
+  print(bench_rounds.markdown_table(
+      ["model", "variant", "s/step", "session.run s", "CPU s/step", "steps/s", "examples/s",
+       f"x {variants[0]}", "x dense", "matmul GFLOP/step", "GFLOP/s", "ref. matmul GFLOP/s"],
+      rows, ("model", "variant"), lambda r: [
+          f"{r['step_seconds']:.3f}", f"{r['session_run_seconds']:.3f}",
+          f"{r['cpu_seconds_per_step']:.3f}", f"{r['steps_per_second']:.2f}",
+          f"{r['examples_per_second']:.1f}",
+          str(r.get("examples_per_second_vs_first_variant", "")),
+          str(r.get("examples_per_second_vs_dense", "")), f"{r['matmul_gflop_per_step']:.2f}",
+          f"{r['achieved_gflops']:.1f}", f"{r['reference_matmul_gflops']:.1f}"]))
   print(json.dumps({"batch_size": args.batch_size, "timed_steps": args.timed_steps,
                     "rounds": args.rounds, "rows": rows}))
   return 0

@@ -47,7 +47,6 @@ import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from switch_experiments import paths
-
 from switch_experiments.paths import REPO
 
 FLOAT32_BYTES = 4

@@ -56,9 +56,9 @@ import subprocess
 import sys
 import time
 
-from switch_experiments import paths
-
+from switch_experiments import bench_rounds, paths
 from switch_experiments.paths import REPO
+
 MODELS = ("dense", "switch")
 SIDES = ("project", "peer")
 
@@ -243,36 +243,24 @@ def main(argv=None) -> int:
     return 0
 
   runs = [(side, model) for model in models for side in sides]
-  samples = {run: [] for run in runs}
-  for round_index in range(args.rounds):
-    shift = round_index % len(runs)
-    for side, model in runs[shift:] + runs[:shift]:
-      record = run_side(side, model, args)
-      if "error" in record:
-        print(f"round {round_index + 1}: {side}/{model} failed: {record['error']}", flush=True)
-      else:
-        print(f"round {round_index + 1}: {side}/{model} {record['loop_step_seconds']:.3f} s/step"
-              f" ({record['loop_cpu_seconds']:.3f} CPU s), reference matmul "
-              f"{record['reference_matmul_gflops']:.0f} GFLOP/s", flush=True)
-      samples[(side, model)].append(record)
+  samples = bench_rounds.run_rounds(
+      runs, args.rounds, lambda side, model: run_side(side, model, args),
+      lambda r: (f"{r['loop_step_seconds']:.3f} s/step ({r['loop_cpu_seconds']:.3f} CPU s), "
+                 f"reference matmul {r['reference_matmul_gflops']:.0f} GFLOP/s"))
   rows, ratios = summarize(samples, args.batch_size)
 
   print(f"\n{args.batch_size} sequences of {INPUT_LENGTH} + {TARGET_LENGTH} tokens per step, "
         f"{args.timed_steps} timed steps after {args.warmup_steps} warm-up, {args.rounds} rounds; "
         f"{platform.processor() or 'cpu'}, {os.cpu_count()} cores, load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end\n")
-  print("| side | model | s/step | steps/s | examples/s | CPU s/step | ref. matmul GFLOP/s | "
-        "step s per round |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-  for r in rows:
-    if "error" in r:
-      print(f"| {r['side']} | {r['model']} | failed: {r['error'][:80]} ||||||")
-      continue
-    print(f"| {r['side']} | {r['model']} | {r['step_seconds']:.3f} | "
-          f"{r['steps_per_second']:.2f} | {r['examples_per_second']:.1f} | "
-          f"{r['cpu_seconds_per_step']:.3f} | "
-          f"{r['reference_matmul_gflops']:.0f} | "
-          f"{', '.join(f'{s:.3f}' for s in r['spread_seconds'])} |")
+  print(bench_rounds.markdown_table(
+      ["side", "model", "s/step", "steps/s", "examples/s", "CPU s/step", "ref. matmul GFLOP/s",
+       "step s per round"],
+      rows, ("side", "model"), lambda r: [
+          f"{r['step_seconds']:.3f}", f"{r['steps_per_second']:.2f}",
+          f"{r['examples_per_second']:.1f}", f"{r['cpu_seconds_per_step']:.3f}",
+          f"{r['reference_matmul_gflops']:.0f}",
+          ", ".join(f"{s:.3f}" for s in r["spread_seconds"])]))
   print()
   for name, value in ratios.items():
     print(f"{name.replace('_', ' ')}: {value:.3f}x")

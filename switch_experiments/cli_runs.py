@@ -17,6 +17,28 @@ from switch_experiments import paths, run_results
 from switch_experiments.paths import REPO
 
 
+def add_run_flags(parser, runs: str, results: str, *, gin_files: bool = True,
+                  module_imports: bool = True,
+                  output_help: str = "model directories (checkpoints); rerunning resumes "
+                                     "from them") -> None:
+  """The flags of a command that trains through the command line: where its models go
+  (runs/{runs}) and its results (results/{results}), and what it adds to every run."""
+  parser.add_argument("--output_dir", default=os.path.join(REPO, "runs", runs), help=output_help)
+  parser.add_argument("--results_dir", default=os.path.join(REPO, "results", results),
+                      help="where the results (markdown, CSV, plots) go")
+  if gin_files:
+    parser.add_argument("--gin_file", action="append", default=[],
+                        help="extra gin file for every run, after the model's own (e.g. "
+                             "repro/micro.gin, or a mesh)")
+  parser.add_argument("--gin_param", action="append", default=[],
+                      help="extra gin binding for every run (e.g. a batch size, or smaller "
+                           "models for a test)")
+  if module_imports:
+    parser.add_argument("--module_import", action="append", default=[],
+                        help="modules that register extra tasks, for every run and this "
+                             "process")
+
+
 def run_cli(model_dir: str, gin_files: Sequence[str], gin_params: Sequence[str], label: str,
             module_imports: Iterable[str] = (), log_path: Optional[str] = None,
             on_line: Optional[Callable[[str], None]] = None,

@@ -39,10 +39,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--pair_gin", default="recipes/distill_tiny_pair.gin",
                  help="binds the student/ and teacher/ layer stacks")
   p.add_argument("--eval_batches", type=int, default=20)
-  p.add_argument("--output_dir", default=os.path.join(cli_runs.REPO, "runs", "section4"))
-  p.add_argument("--results_dir", default=os.path.join(cli_runs.REPO, "results", "distill"))
-  p.add_argument("--gin_param", action="append", default=[])
-  p.add_argument("--module_import", action="append", default=[])
+  cli_runs.add_run_flags(p, "section4", "distill", gin_files=False)
   return p
 
 

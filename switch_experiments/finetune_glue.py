@@ -93,17 +93,10 @@ def parser() -> argparse.ArgumentParser:
                  help="the models' SentencePiece .model file, or a registered task whose "
                       "vocabulary to use; binds finetune_vocabulary.path (default: the "
                       "pre-training task's for the default pair, else the tasks' own, T5's)")
-  p.add_argument("--gin_file", action="append", default=[],
-                 help="further gin files for every run, after the model's (e.g. a mesh)")
-  p.add_argument("--gin_param", action="append", default=[],
-                 help="further gin bindings for every run (e.g. a batch size)")
-  p.add_argument("--module_import", action="append", default=[],
-                 help="modules that register extra tasks, for every run and this process")
   p.add_argument("--submissions", action="store_true",
                  help="also write test-set submission files from each model's best checkpoint")
-  p.add_argument("--output_dir", default=os.path.join(REPO, "runs", "glue"),
-                 help="fine-tuning runs: {output_dir}/{benchmark}/{model}")
-  p.add_argument("--results_dir", default=os.path.join(REPO, "results", "finetune_glue"))
+  cli_runs.add_run_flags(p, "glue", "finetune_glue",
+                         output_help="fine-tuning runs: {output_dir}/{benchmark}/{model}")
   return p
 
 

@@ -43,13 +43,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--eval_every", type=int, default=250)
   p.add_argument("--models", default="switch,dense",
                  help="comma-separated subset of: " + ", ".join(MODELS))
-  p.add_argument("--output_dir", default=os.path.join(cli_runs.REPO, "runs", "section4"),
-                 help="model directories (pre-training is shared with tools/distill.py)")
-  p.add_argument("--results_dir", default=os.path.join(cli_runs.REPO, "results", "finetune_sst2"))
-  p.add_argument("--gin_param", action="append", default=[],
-                 help="extra gin bindings for every run (e.g. smaller sizes)")
-  p.add_argument("--module_import", action="append", default=[],
-                 help="modules that register extra tasks, passed to every run")
+  cli_runs.add_run_flags(p, "section4", "finetune_sst2", gin_files=False,
+                         output_help="model directories (pre-training is shared with "
+                                     "tools/distill.py)")
   return p
 
 

@@ -32,10 +32,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--steps", type=int, default=2000)
   p.add_argument("--eval_batches", type=int, default=10,
                  help="validation batches per language")
-  p.add_argument("--output_dir", default=os.path.join(cli_runs.REPO, "runs", "multilingual"))
-  p.add_argument("--results_dir", default=os.path.join(cli_runs.REPO, "results", "multilingual"))
-  p.add_argument("--gin_param", action="append", default=[])
-  p.add_argument("--module_import", action="append", default=[])
+  cli_runs.add_run_flags(p, "multilingual", "multilingual", gin_files=False)
   return p
 
 

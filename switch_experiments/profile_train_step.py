@@ -254,7 +254,8 @@ def dense_matmul_gflops(n: int = 2048, k: int = 512, rounds: int = 20) -> float:
   return 2 * n * k * 4 * k / seconds / 1e9
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+  """The flags, checked before TensorFlow starts; a parser error names the bad value."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--gin_file", action="append", default=[])
   parser.add_argument("--gin_param", action="append", default=[])
@@ -278,7 +279,12 @@ def main(argv=None) -> int:
     parser.error(f"--timed_steps must be >= 0, got {args.timed_steps}")
   if not args.gin_file:
     parser.error("give the model with --gin_file (e.g. models/switch_tiny.gin)")
+  return args
 
+
+def train_traced(args):
+  """Trains through the command line (``switch_mesh_transformer``) with the step tracer
+  hooked into TPUEstimator.train; returns the tracer, once it has traced a step."""
   import switch_cli  # noqa: F401  (the command's process settings, oneDNN's, before TensorFlow)
   from mtf_switch import compat  # noqa: F401  (before t5 / mesh_tensorflow)
 
@@ -311,33 +317,40 @@ def main(argv=None) -> int:
   if not tracer.step_stats:
     raise SystemExit(f"no step was traced: did {model_dir} already hold a checkpoint at or "
                      f"past step {steps}?")
-  by_type, by_part, matmul_by_shape, by_part_scope = summarize(tracer)
-  reference = dense_matmul_gflops()
-  walls = sorted(wall for wall, _ in tracer.step_stats)
-  wall = walls[len(walls) // 2]
+  return tracer
+
+
+def _median(values):
+  """The upper median (a measured value, not an average of two), or None for no values."""
+  return sorted(values)[len(values) // 2] if values else None
+
+
+def print_tables(args, tracer, summary, reference: float) -> None:
+  """The markdown report: time per part, per op type, inside the chosen parts, per matmul."""
+  by_type, by_part, matmul_by_shape, by_part_scope = summary
+  steps = len(tracer.step_stats)
+  wall = _median([wall for wall, _ in tracer.step_stats])
   total_op_seconds = sum(row[0] for row in by_type.values())
   total_flops = sum(row[2] for row in by_type.values())
-
   print(f"\nmodel: {' '.join(args.gin_file)} {' '.join(args.gin_param)}; task {args.task}")
   if tracer.untraced_seconds:
-    untraced = sorted(tracer.untraced_seconds)[len(tracer.untraced_seconds) // 2]
-    print(f"\nuntraced step wall time {untraced:.3f} s (median of {len(tracer.untraced_seconds)})")
-  print(f"traced steps {len(walls)} after {args.warmup_steps} warm-up steps; traced step wall "
+    print(f"\nuntraced step wall time {_median(tracer.untraced_seconds):.3f} s "
+          f"(median of {len(tracer.untraced_seconds)})")
+  print(f"traced steps {steps} after {args.warmup_steps} warm-up steps; traced step wall "
         f"time {wall:.3f} s (median; tracing adds overhead); op seconds per step "
         f"{total_op_seconds:.3f}; matmul GFLOP per step {total_flops / 1e9:.2f} "
         f"-> {total_flops / 1e9 / wall:.1f} GFLOP/s of wall time; reference dense matmul in "
         f"this process {reference:.1f} GFLOP/s\n")
   print("| part | op seconds/step | share | ops |\n| --- | --- | --- | --- |")
   for part, (seconds, count) in sorted(by_part.items(), key=lambda kv: -kv[1][0]):
-    print(f"| {part} | {seconds:.4f} | {seconds / total_op_seconds:.1%} | "
-          f"{count // len(walls)} |")
+    print(f"| {part} | {seconds:.4f} | {seconds / total_op_seconds:.1%} | {count // steps} |")
   print("\n| op type | op seconds/step | share | ops/step | GFLOP/step | GFLOP/s |")
   print("| --- | --- | --- | --- | --- | --- |")
-  ranked = sorted(by_type.items(), key=lambda kv: -kv[1][0])
-  for op_type, (seconds, count, flops) in ranked[:args.top]:
+  for op_type, (seconds, count, flops) in sorted(by_type.items(),
+                                                 key=lambda kv: -kv[1][0])[:args.top]:
     rate = f"{flops / 1e9 / seconds:.1f}" if flops and seconds else ""
     print(f"| {op_type} | {seconds:.4f} | {seconds / total_op_seconds:.1%} | "
-          f"{count // len(walls)} | {flops / 1e9:.3f} | {rate} |")
+          f"{count // steps} | {flops / 1e9:.3f} | {rate} |")
   for chosen in args.part:
     rows = sorted(((key, value) for key, value in by_part_scope.items() if key[0] == chosen),
                   key=lambda kv: -kv[1][0])
@@ -347,27 +360,44 @@ def main(argv=None) -> int:
     print("| --- | --- | --- | --- | --- |")
     for (_, op_type, scope), (seconds, count) in rows[:args.top]:
       print(f"| {op_type} | {scope} | {seconds:.4f} | {seconds / part_seconds:.1%} | "
-            f"{count // len(walls)} |")
+            f"{count // steps} |")
   print("\n| matmul input shapes | op seconds/step | ops/step | GFLOP/s |")
   print("| --- | --- | --- | --- |")
   for shape, (seconds, count, flops) in sorted(matmul_by_shape.items(),
                                                key=lambda kv: -kv[1][0])[:args.top]:
     rate = f"{flops / 1e9 / seconds:.1f}" if flops and seconds else ""
-    print(f"| {shape} | {seconds:.4f} | {count // len(walls)} | {rate} |")
-  print(json.dumps({
+    print(f"| {shape} | {seconds:.4f} | {count // steps} | {rate} |")
+
+
+def json_record(args, tracer, summary, reference: float) -> dict:
+  """The figures the benchmarks read back (tools/bench_cli_training.py): the JSON line."""
+  by_type, by_part = summary[0], summary[1]
+
+  def rounded(value, digits=4):
+    return None if value is None else round(value, digits)
+
+  return {
       "gin_files": args.gin_file, "gin_params": args.gin_param, "task": args.task,
-      "traced_steps": len(walls), "step_wall_seconds": round(wall, 4),
+      "traced_steps": len(tracer.step_stats),
+      "step_wall_seconds": rounded(_median([wall for wall, _ in tracer.step_stats])),
       "timed_steps": len(tracer.untraced_seconds),
-      "untraced_step_seconds": (round(sorted(tracer.untraced_seconds)[
-          len(tracer.untraced_seconds) // 2], 4) if tracer.untraced_seconds else None),
-      "loop_step_seconds": (round(sorted(tracer.loop_seconds)[
-          len(tracer.loop_seconds) // 2], 4) if tracer.loop_seconds else None),
-      "loop_cpu_seconds": (round(sorted(tracer.loop_cpu_seconds)[
-          len(tracer.loop_cpu_seconds) // 2], 4) if tracer.loop_cpu_seconds else None),
-      "op_seconds_per_step": round(total_op_seconds, 4),
-      "matmul_gflop_per_step": round(total_flops / 1e9, 3),
+      "untraced_step_seconds": rounded(_median(tracer.untraced_seconds)),
+      "loop_step_seconds": rounded(_median(tracer.loop_seconds)),
+      "loop_cpu_seconds": rounded(_median(tracer.loop_cpu_seconds)),
+      "op_seconds_per_step": round(sum(row[0] for row in by_type.values()), 4),
+      "matmul_gflop_per_step": round(sum(row[2] for row in by_type.values()) / 1e9, 3),
       "reference_matmul_gflops": round(reference, 1),
       "parts": {k: round(v[0], 4) for k, v in by_part.items()},
-      "op_types": {k: round(v[0], 4) for k, v in ranked[:args.top]},
-  }))
+      "op_types": {k: round(v[0], 4)
+                   for k, v in sorted(by_type.items(), key=lambda kv: -kv[1][0])[:args.top]},
+  }
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  tracer = train_traced(args)
+  summary = summarize(tracer)
+  reference = dense_matmul_gflops()
+  print_tables(args, tracer, summary, reference)
+  print(json.dumps(json_record(args, tracer, summary, reference)))
   return 0

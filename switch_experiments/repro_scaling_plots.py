@@ -18,51 +18,67 @@ from switch_experiments.repro_outputs import finish_quality_panels, pyplot, save
 
 LOAD_TAG = re.compile(r"moe/(?P<layer>.+)/expert_load/(?P<expert>\d+)")
 DROPPED_TAG = re.compile(r"moe/(?P<layer>.+)/dropped_fraction")
+CPU_SECONDS_LABEL = "training CPU seconds of the trainer process (start-up excluded)"
 
 
-def plot_quality_with_seeds(path: str, groups: dict, title: str) -> None:
-  """groups: {model: [curve per seed]}; two panels, against steps and CPU seconds."""
-  plt = pyplot()
-  fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(12, 4.8))
+def draw_seed_curves(by_step, by_time, groups: dict, emphasised=()) -> dict:
+  """Each model's mean eval quality against steps (a +-1 std band where it ran with several
+  seeds) and against CPU seconds; emphasised models (e.g. the dense baseline) are drawn
+  thicker, without markers. groups: {model: [curve per seed]}; returns {model: colour}."""
+  colors = {}
   for model, curves in groups.items():
     mean = [r for r in repro_curves.mean_curve(curves) if r["step"] > 0]
     label = model + (f" ({len(curves)} seeds, mean +- std)" if len(curves) > 1 else "")
     steps = [r["step"] for r in mean]
     quality = [r["neg_log_perplexity"] for r in mean]
-    (line,) = by_step.plot(steps, quality, marker=".", label=label)
+    marker = None if model in emphasised else "."
+    (line,) = by_step.plot(steps, quality, marker=marker, label=label,
+                           linewidth=2.2 if model in emphasised else 1.5)
+    colors[model] = line.get_color()
     if len(curves) > 1:
       by_step.fill_between(steps, [q - r["std"] for q, r in zip(quality, mean, strict=True)],
                            [q + r["std"] for q, r in zip(quality, mean, strict=True)],
                            color=line.get_color(), alpha=0.25, linewidth=0)
     timed = [r for r in mean if r.get("cpu_seconds") is not None]
     by_time.plot([r["cpu_seconds"] for r in timed], [r["neg_log_perplexity"] for r in timed],
-                 marker=".", color=line.get_color(), label=label)
-  finish_quality_panels(fig, by_step, by_time,
-                        "training CPU seconds of the trainer process (start-up excluded)", title,
-                        path)
+                 marker=marker, color=line.get_color(), label=label)
+  return colors
 
 
-def plot_speedups(path: str, rows: list) -> None:
-  """rows: speedup_rows of tools/repro_expert_scaling.py (model first, then the columns of
-  SPEEDUP_HEADER); draws the interpolated step speed-up against the number of experts."""
+def plot_quality_with_seeds(path: str, groups: dict, title: str) -> None:
+  """groups: {model: [curve per seed]}; two panels, against steps and CPU seconds."""
   plt = pyplot()
-  points = []
-  for row in rows:
-    if row[0].startswith("switch_") and row[7] != "-":
-      points.append((int(row[0].split("_")[1]), float(row[7].rstrip("x"))))
-  fig, axes = plt.subplots(figsize=(5.5, 4))
+  fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(12, 4.8))
+  draw_seed_curves(by_step, by_time, groups)
+  finish_quality_panels(fig, by_step, by_time, CPU_SECONDS_LABEL, title, path)
+
+
+def draw_speedup_per_expert_count(axes, points: list, ylabel: str, title: str) -> None:
+  """points: [(experts, speed-up, is a lower bound)]; the speed-up against the number of
+  experts (log 2), each point labelled ("> " before a lower bound), 1x dashed."""
   if points:
-    points.sort()
+    points = sorted(points)
     axes.plot([p[0] for p in points], [p[1] for p in points], marker="o")
-    for experts, speedup in points:
-      axes.annotate(f"{speedup:.2f}x", (experts, speedup), textcoords="offset points",
-                    xytext=(4, 4), fontsize="small")
+    for experts, speedup, bound in points:
+      axes.annotate(("> " if bound else "") + f"{speedup:.2f}x", (experts, speedup),
+                    textcoords="offset points", xytext=(4, 4), fontsize="small")
   axes.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
   axes.set_xscale("log", base=2)
   axes.set_xlabel("experts per Switch layer")
-  axes.set_ylabel("step speed-up to dense final quality")
-  axes.set_title("Step speed-up over the dense model")
+  axes.set_ylabel(ylabel)
+  axes.set_title(title)
   axes.grid(alpha=0.3)
+
+
+def plot_speedups(path: str, rows: list) -> None:
+  """rows: speedup_rows of repro_expert_scaling (model first, then the columns of
+  SPEEDUP_HEADER); draws the interpolated step speed-up against the number of experts."""
+  plt = pyplot()
+  points = [(int(row[0].split("_")[1]), float(row[7].rstrip("x")), False) for row in rows
+            if row[0].startswith("switch_") and row[7] != "-"]
+  fig, axes = plt.subplots(figsize=(5.5, 4))
+  draw_speedup_per_expert_count(axes, points, "step speed-up to dense final quality",
+                                "Step speed-up over the dense model")
   fig.tight_layout()
   save(fig, path)
 

@@ -74,14 +74,7 @@ def add_common_flags(parser: argparse.ArgumentParser, script: str, steps: int,
                       help="validation batches per evaluation (the same ones for every model)")
   parser.add_argument("--data_seed", type=int, default=1,
                       help="seed of the training data order and span noise (same for all models)")
-  parser.add_argument("--output_dir", default=os.path.join(REPO, "runs", script),
-                      help="model directories (checkpoints); rerunning resumes from them")
-  parser.add_argument("--results_dir", default=os.path.join(REPO, "results", script),
-                      help="where the CSV, PNG and markdown go")
-  parser.add_argument("--gin_file", action="append", default=[],
-                      help="extra gin file for every model, after its own (e.g. repro/micro.gin)")
-  parser.add_argument("--gin_param", action="append", default=[],
-                      help="extra gin binding for every model (e.g. to shrink them for a test)")
+  cli_runs.add_run_flags(parser, script, script, module_imports=False)
   parser.add_argument("--only", action="append", default=[],
                       help="run only these variants (by name); repeatable")
   parser.add_argument("--report_only", action="store_true",

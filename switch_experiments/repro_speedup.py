@@ -242,22 +242,7 @@ def plot_quality(path: str, groups: dict, speedups: dict, title: str) -> None:
   model's final quality to where the dense curve reaches it."""
   plt = outputs.pyplot()
   fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(13, 5))
-  colors = {}
-  for model, curves in groups.items():
-    mean = [r for r in repro_curves.mean_curve(curves) if r["step"] > 0]
-    label = model + (f" ({len(curves)} seeds, mean +- std)" if len(curves) > 1 else "")
-    steps = [r["step"] for r in mean]
-    quality = [r["neg_log_perplexity"] for r in mean]
-    (line,) = by_step.plot(steps, quality, marker="." if model != "dense" else None,
-                           label=label, linewidth=2.2 if model == "dense" else 1.5)
-    colors[model] = line.get_color()
-    if len(curves) > 1:
-      by_step.fill_between(steps, [q - r["std"] for q, r in zip(quality, mean, strict=True)],
-                           [q + r["std"] for q, r in zip(quality, mean, strict=True)],
-                           color=line.get_color(), alpha=0.2, linewidth=0)
-    timed = [r for r in mean if r.get("cpu_seconds") is not None]
-    by_time.plot([r["cpu_seconds"] for r in timed], [r["neg_log_perplexity"] for r in timed],
-                 color=line.get_color(), label=label)
+  colors = repro_scaling_plots.draw_seed_curves(by_step, by_time, groups, emphasised=("dense",))
   for model, points in speedups.items():
     last = points[-1]
     end = last["dense_step"] if last["dense_step"] is not None else None
@@ -266,9 +251,8 @@ def plot_quality(path: str, groups: dict, speedups: dict, title: str) -> None:
                    linestyles="--", linewidth=1)
     by_step.annotate(speedup_text(last), (right, last["quality"]), textcoords="offset points",
                      xytext=(3, 3), fontsize="small", color=colors.get(model))
-  outputs.finish_quality_panels(fig, by_step, by_time,
-                                "training CPU seconds of the trainer process (start-up "
-                                "excluded)", title, path)
+  outputs.finish_quality_panels(fig, by_step, by_time, repro_scaling_plots.CPU_SECONDS_LABEL,
+                                title, path)
 
 
 def plot_speedup_curves(path: str, speedups: dict, dense_steps: int) -> None:
@@ -294,18 +278,8 @@ def plot_speedup_curves(path: str, speedups: dict, dense_steps: int) -> None:
                        "hollow: dense never got there, a lower bound)")
   curve_axes.legend(fontsize="small")
   curve_axes.grid(alpha=0.3)
-  if finals:
-    finals.sort()
-    final_axes.plot([f[0] for f in finals], [f[1] for f in finals], marker="o")
-    for experts, value, bound in finals:
-      final_axes.annotate(("> " if bound else "") + f"{value:.2f}x", (experts, value),
-                          textcoords="offset points", xytext=(4, 4), fontsize="small")
-  final_axes.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-  final_axes.set_xscale("log", base=2)
-  final_axes.set_xlabel("experts per Switch layer")
-  final_axes.set_ylabel("step speed-up at the last checkpoint")
-  final_axes.set_title("Speed-up per expert count")
-  final_axes.grid(alpha=0.3)
+  repro_scaling_plots.draw_speedup_per_expert_count(
+      final_axes, finals, "step speed-up at the last checkpoint", "Speed-up per expert count")
   fig.tight_layout()
   outputs.save(fig, path)
 

@@ -135,3 +135,17 @@ def pretrained(tmp_path_factory):
                            lambda directory: cli.pretrain(cli.make_workdir(directory)))
   return {**result, "workdir": pathlib.Path(result["workdir"]),
           "model_dir": pathlib.Path(result["model_dir"])}
+
+
+@pytest.fixture(scope="module")
+def glue_vocabulary(tmp_path_factory):
+  """A tiny SentencePiece vocabulary of GLUE's words, trained here: GLUE tasks rebuilt with it
+  need neither T5's vocabulary file nor the network."""
+  import seqio
+
+  from tasks import vocab as vocab_lib
+
+  path = tmp_path_factory.mktemp("glue_vocab") / "text.txt"
+  path.write_text("the a of sentence premise hypothesis question answer rte mrpc cola\n" * 100)
+  return seqio.SentencePieceVocabulary(
+      vocab_lib.train_sentencepiece(str(path), str(path.parent / "spm"), 28), extra_ids=100)

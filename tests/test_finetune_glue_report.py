@@ -13,7 +13,6 @@ import seqio
 
 from switch_experiments import benchmark_averages, finetune_glue, glue_report, majority_baseline
 from tasks import benchmark_files, registry
-from tasks import vocab as vocab_lib
 
 # ---------------------------------------------------------------- the majority class
 
@@ -33,14 +32,6 @@ def test_majority_predictions_predict_the_most_common_answer():
     majority_baseline.majority_predictions([])
 
 
-@pytest.fixture(scope="module")
-def vocabulary(tmp_path_factory):
-  path = tmp_path_factory.mktemp("vocab") / "text.txt"
-  path.write_text("the a of sentence premise hypothesis question answer rte mrpc cola\n" * 100)
-  return seqio.SentencePieceVocabulary(
-      vocab_lib.train_sentencepiece(str(path), str(path.parent / "spm"), 28), extra_ids=100)
-
-
 def _task(name, config, directory, vocabulary):
   """t5's registered task, reading the files written here, with the small vocabulary."""
   source = benchmark_files.BenchmarkFilesSource("glue", config, directory, task_name=name)
@@ -53,14 +44,14 @@ def _write(path, text):
   path.write_text(text, encoding="utf-8")
 
 
-def test_majority_baseline_scores_the_dev_file_with_the_tasks_metrics(tmp_path, vocabulary):
+def test_majority_baseline_scores_the_dev_file_with_the_tasks_metrics(tmp_path, glue_vocabulary):
   import tasks  # noqa: F401  (t5's tasks registered)
 
   labels = ["not_entailment", "entailment", "not_entailment", "not_entailment", "entailment"]
   _write(tmp_path / "RTE" / "dev.tsv", "index\tsentence1\tsentence2\tlabel\n" + "".join(
       f"{i}\tA premise {i}.\tA hypothesis.\t{label}\n" for i, label in enumerate(labels)))
   rte = majority_baseline.majority_baseline(
-      _task("glue_rte_v002", "rte", tmp_path, vocabulary))
+      _task("glue_rte_v002", "rte", tmp_path, glue_vocabulary))
   # not_entailment is class 1 and 3 of the 5 dev examples.
   assert rte["answer"] == 1 and rte["examples"] == 5 and rte["counts"] == {"1": 3, "0": 2}
   assert rte["scores"] == {"glue_rte_v002/accuracy": pytest.approx(60.0)}
@@ -69,7 +60,7 @@ def test_majority_baseline_scores_the_dev_file_with_the_tasks_metrics(tmp_path, 
   _write(tmp_path / "MRPC" / "dev.tsv", "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
          + "".join(f"{q}\t{i}\t{i + 9}\tOne {i}.\tTwo {i}.\n" for i, q in enumerate([1, 0, 1, 1])))
   mrpc = majority_baseline.majority_baseline(
-      _task("glue_mrpc_v002", "mrpc", tmp_path, vocabulary))
+      _task("glue_mrpc_v002", "mrpc", tmp_path, glue_vocabulary))
   assert mrpc["scores"]["glue_mrpc_v002/accuracy"] == pytest.approx(75.0)
   assert mrpc["scores"]["glue_mrpc_v002/f1"] == pytest.approx(100 * 2 * 0.75 / 1.75)
 
@@ -77,11 +68,11 @@ def test_majority_baseline_scores_the_dev_file_with_the_tasks_metrics(tmp_path, 
   _write(tmp_path / "CoLA" / "dev.tsv", "s\t1\t\tThe cat sat.\ns\t0\t*\tCat the sat.\n"
          "s\t1\t\tA dog ran.\n")
   cola = majority_baseline.majority_baseline(
-      _task("glue_cola_v002", "cola", tmp_path, vocabulary))
+      _task("glue_cola_v002", "cola", tmp_path, glue_vocabulary))
   assert cola["answer"] == 1 and cola["scores"]["glue_cola_v002/matthews_corrcoef"] == 0.0
 
   with pytest.raises(ValueError, match="no 'train' split"):
-    majority_baseline.majority_baseline(_task("glue_rte_v002", "rte", tmp_path, vocabulary),
+    majority_baseline.majority_baseline(_task("glue_rte_v002", "rte", tmp_path, glue_vocabulary),
                                         "train")
 
 

@@ -18,9 +18,9 @@ import tensorflow.compat.v1 as tf
 from mesh_tensorflow.transformer import transformer, transformer_layers
 
 import gin
+import switch_cli.cluster  # noqa: F401  (registers switch_cluster, bound by mesh/cluster_*.gin)
 from mtf_switch import layers
 from mtf_switch.gin_files import parse_gin
-import switch_cli.cluster  # noqa: F401  (registers switch_cluster, bound by mesh/cluster_*.gin)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -57,3 +57,34 @@ def test_tracer_times_session_runs_and_the_loop_between_them(monkeypatch):
   assert tracer.untraced_seconds == [1.0, 1.0, 1.0]
   assert tracer.loop_seconds == [3.0, 3.0, 3.0]
   assert tracer.loop_cpu_seconds == [1.5, 1.5, 1.5]
+
+
+def test_report_and_record_of_traced_steps_by_hand(capsys):
+  """Two traced steps of two ops (no matmul, so no graph is read): per-step op seconds, the
+  upper-median step times, and the parts, in the tables and in the JSON record."""
+  import argparse
+  import json
+  import types
+
+  attention = "decoder/block_000/layer_000/SelfAttention/Softmax"
+  router = "encoder/block_000/layer_001/SwitchFFN/router/Softmax"
+  tracer = types.SimpleNamespace(
+      graph=None, untraced_seconds=[0.5, 0.7, 0.6], loop_seconds=[1.0, 3.0],
+      loop_cpu_seconds=[], step_stats=[(2.0, [(attention, "Softmax", 300_000),
+                                               (router, "Softmax", 100_000)]),
+                                        (4.0, [(attention, "Softmax", 500_000)])])
+  args = argparse.Namespace(gin_file=["models/switch_tiny.gin"], gin_param=[], task="t",
+                            warmup_steps=1, top=5, part=["attention"])
+  summary = profile.summarize(tracer)
+  profile.print_tables(args, tracer, summary, reference=10.0)
+  record = profile.json_record(args, tracer, summary, reference=10.0)
+  assert record["step_wall_seconds"] == 4.0  # upper median of 2.0 and 4.0
+  assert record["untraced_step_seconds"] == 0.6
+  assert record["loop_step_seconds"] == 3.0 and record["loop_cpu_seconds"] is None
+  assert record["op_seconds_per_step"] == 0.45  # (0.3 + 0.1 + 0.5) s over 2 steps
+  assert record["parts"] == {"attention": 0.4, "switch/moe layer": 0.05}
+  assert record["traced_steps"] == 2 and record["matmul_gflop_per_step"] == 0
+  json.dumps(record)
+  out = capsys.readouterr().out
+  assert "| attention | 0.4000 | 88.9% | 1 |" in out
+  assert "Inside part 'attention' (0.4000 op seconds per step)" in out

@@ -8,7 +8,6 @@ import seqio
 
 from switch_experiments import benchmark_averages, glue_submission
 from tasks import paths, registry
-from tasks import vocab as vocab_lib
 
 SCORES = {
     "glue_cola_v002/matthews_corrcoef": 40.0,
@@ -62,14 +61,6 @@ needs_files = pytest.mark.skipif(
     reason=f"{DATA}/glue or super_glue is absent (see ../shared/data/SOURCES.md)")
 
 
-@pytest.fixture(scope="module")
-def vocabulary(tmp_path_factory):
-  path = tmp_path_factory.mktemp("vocab") / "text.txt"
-  path.write_text("the a of sentence premise hypothesis question answer\n" * 100)
-  return seqio.SentencePieceVocabulary(
-      vocab_lib.train_sentencepiece(str(path), str(path.parent / "spm"), 24), extra_ids=10)
-
-
 def _first_test_examples(name, vocabulary, count):
   task = registry.rebuilt_task(seqio.get_mixture_or_task(name), vocabulary=vocabulary)
   return task, glue_submission.test_examples(task)[:count]
@@ -87,8 +78,8 @@ def test_infer_decodes_are_read_back_line_by_line(tmp_path):
 
 
 @needs_files
-def test_glue_submission_files(tmp_path, vocabulary):
-  rte, examples = _first_test_examples("glue_rte_v002", vocabulary, 3)
+def test_glue_submission_files(tmp_path, glue_vocabulary):
+  rte, examples = _first_test_examples("glue_rte_v002", glue_vocabulary, 3)
   assert glue_submission.infer_inputs(examples)[0].startswith("rte sentence1: Mangla was ")
   values, invalid = glue_submission.predictions(
       rte, examples, ["entailment", "not_entailment", "maybe"])
@@ -96,23 +87,23 @@ def test_glue_submission_files(tmp_path, vocabulary):
   path = glue_submission.write_submission(str(tmp_path), rte, examples, values)
   assert os.path.basename(path) == "RTE.tsv"
   assert open(path).read() == "index\tprediction\n0\tentailment\n1\tnot_entailment\n2\tentailment\n"
-  cola, examples = _first_test_examples("glue_cola_v002", vocabulary, 2)
+  cola, examples = _first_test_examples("glue_cola_v002", glue_vocabulary, 2)
   values, _ = glue_submission.predictions(cola, examples, ["acceptable", "unacceptable"])
   glue_submission.write_submission(str(tmp_path), cola, examples, values)
   assert open(tmp_path / "CoLA.tsv").read() == "index\tprediction\n0\t1\n1\t0\n"
 
 
 @needs_files
-def test_super_glue_submission_files(tmp_path, vocabulary):
-  cb, examples = _first_test_examples("super_glue_cb_v102", vocabulary, 2)
+def test_super_glue_submission_files(tmp_path, glue_vocabulary):
+  cb, examples = _first_test_examples("super_glue_cb_v102", glue_vocabulary, 2)
   values, _ = glue_submission.predictions(cb, examples, ["neutral", "contradiction"])
   glue_submission.write_submission(str(tmp_path), cb, examples, values)
   assert [json.loads(line) for line in open(tmp_path / "CB.jsonl")] == [
       {"idx": 0, "label": "neutral"}, {"idx": 1, "label": "contradiction"}]
-  boolq, examples = _first_test_examples("super_glue_boolq_v102", vocabulary, 1)
+  boolq, examples = _first_test_examples("super_glue_boolq_v102", glue_vocabulary, 1)
   values, _ = glue_submission.predictions(boolq, examples, ["True"])
   assert values == ["true"]
-  multirc, examples = _first_test_examples("super_glue_multirc_v102", vocabulary, 3)
+  multirc, examples = _first_test_examples("super_glue_multirc_v102", glue_vocabulary, 3)
   values, _ = glue_submission.predictions(multirc, examples, ["True", "False", "True"])
   glue_submission.write_submission(str(tmp_path), multirc, examples, values)
   (record,) = [json.loads(line) for line in open(tmp_path / "MultiRC.jsonl")]
