@@ -39,7 +39,7 @@ import os
 import random
 import sys
 import tempfile
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -71,11 +71,111 @@ def mean_scalars(per_batch: List[Dict[str, float]]) -> Dict[str, float]:
   return {tag: sum(s[tag] for s in per_batch) / len(per_batch) for tag in sorted(tags)}
 
 
+Batch = Dict[str, Any]  # a batch's features: name -> numpy array
+
+
+def read_fixed_batches(train_dataset_fn, sequence_length, vocabulary, split: str,
+                       batch_size: int, batches: int) -> List[Batch]:
+  """Up to ``batches`` batches of ``split``, read once through the run's own input pipeline
+  (its task, preprocessing and packing), as numpy feature dicts."""
+  import tensorflow.compat.v1 as tf
+
+  with tf.Graph().as_default():
+    dataset = train_dataset_fn(sequence_length=sequence_length, vocabulary=vocabulary,
+                               dataset_split=split)
+    dataset = dataset.batch(batch_size, drop_remainder=True).take(batches)
+    next_batch = tf.data.make_one_shot_iterator(dataset).get_next()
+    fixed = []
+    with tf.Session() as sess:
+      try:
+        for _ in range(batches):
+          fixed.append(sess.run(next_batch))
+      except tf.errors.OutOfRangeError:
+        pass
+  return fixed
+
+
+def batches_digest(fixed: List[Batch]) -> str:
+  """SHA-1 of the batches' features (names and bytes, in order): that two replays saw the
+  same tokens."""
+  digest = hashlib.sha1()
+  for batch in fixed:
+    for key in sorted(batch):
+      digest.update(key.encode())
+      digest.update(batch[key].tobytes())
+  return digest.hexdigest()
+
+
+def build_training_step(estimator, example_batch: Batch):
+  """The run's training step in the current graph, fed by placeholders shaped like
+  ``example_batch``: (features, its scalar summaries, mesh-tf's restore hooks, its saver)."""
+  import mesh_tensorflow as mtf
+  import tensorflow.compat.v1 as tf
+  from tensorflow.compat.v1 import estimator as tf_estimator
+
+  # Fixed seeds, so that the router's input jitter draws the same noise in every replay:
+  # TensorFlow's graph seed (the run's mtf_switch.init_seed), and Python's own, from which
+  # Mesh-TF's placement mesh draws each random op's seed (random.random(), then hash():
+  # hence also PYTHONHASHSEED, which tools/replay_routing.py fixes before it starts).
+  seed = estimator.config.tf_random_seed or 0
+  tf.set_random_seed(seed)
+  random.seed(seed)
+  features = {k: tf.placeholder(v.dtype, v.shape, name=k) for k, v in example_batch.items()}
+  tf.train.get_or_create_global_step()
+  spec = estimator.model_fn(features, None, tf_estimator.ModeKeys.TRAIN, estimator.config)
+  summaries = [s for s in tf.get_collection(tf.GraphKeys.SUMMARIES)
+               if s.op.type == "ScalarSummary"]
+  # On CPU mesh-tf hands its hooks to the chief; the restore hook copies the restored
+  # master variables into each device's slices.
+  hooks = list(spec.training_hooks) + list(spec.training_chief_hooks)
+  restore_hooks = [h for h in hooks if isinstance(h, mtf.MtfRestoreHook)]
+  if not restore_hooks:
+    raise SystemExit("replay_routing: mesh-tf's training step has no MtfRestoreHook")
+  # The saver mesh-tf's training writes checkpoints with (all global variables).
+  saver = tf.get_collection(tf.GraphKeys.SAVERS)[0]
+  return features, summaries, restore_hooks, saver
+
+
+def routing_scalars(serialized_summaries) -> Dict[str, float]:
+  """{tag: value} of the routing scalars (ROUTING_PREFIX) in serialized Summary protos."""
+  import tensorflow.compat.v1 as tf
+
+  scalars = {}
+  for proto in serialized_summaries:
+    for value in tf.Summary.FromString(proto).value:
+      if value.tag.startswith(ROUTING_PREFIX):
+        scalars[value.tag] = value.simple_value
+  return scalars
+
+
+def routing_at_checkpoints(estimator, model_dir: str, steps: List[int],
+                           fixed: List[Batch]) -> Dict[int, Dict[str, float]]:
+  """{step: {tag: mean over the fixed batches}}: each checkpoint restored into one training
+  step, which is run (summaries only, no update) on every fixed batch."""
+  import tensorflow.compat.v1 as tf
+
+  results = {}
+  with tf.Graph().as_default():
+    features, summaries, restore_hooks, saver = build_training_step(estimator, fixed[0])
+    for hook in restore_hooks:
+      hook.begin()
+    with tf.Session() as sess:
+      for step in steps:
+        saver.restore(sess, os.path.join(model_dir, f"model.ckpt-{step}"))
+        for hook in restore_hooks:
+          hook.after_create_session(sess, None)
+        results[step] = mean_scalars([
+            routing_scalars(sess.run(summaries, {features[k]: v for k, v in batch.items()}))
+            for batch in fixed])
+        print(f"replay_routing: step {step}: {len(results[step])} routing scalars", flush=True)
+  return results
+
+
 def make_replay(model_dir: str, steps: List[int], batches: int, split: str):
   """A stand-in for mesh-tf's ``utils.train_model`` that replays instead of training.
 
   Returns (replay function, results dict it fills: {step: {tag: value}}, and a dict it fills
-  with the batch size).
+  with the batch size and the batches' digest).
   """
   results: Dict[int, Dict[str, float]] = {}
   info = {}
@@ -83,75 +183,16 @@ def make_replay(model_dir: str, steps: List[int], batches: int, split: str):
   def replay(estimator, vocabulary, sequence_length, batch_size, train_dataset_fn,
              train_steps, ensemble_inputs, dataset_split="train", **unused):
     del train_steps, dataset_split, unused
-    import mesh_tensorflow as mtf
-    import tensorflow.compat.v1 as tf
-    from tensorflow.compat.v1 import estimator as tf_estimator
-
     if ensemble_inputs:
       raise SystemExit("replay_routing: ensemble_inputs runs are not supported")
     info["batch_size"] = batch_size
-    # The fixed batches, read once through the run's own input pipeline.
-    with tf.Graph().as_default():
-      dataset = train_dataset_fn(sequence_length=sequence_length, vocabulary=vocabulary,
-                                 dataset_split=split)
-      dataset = dataset.batch(batch_size, drop_remainder=True).take(batches)
-      next_batch = tf.data.make_one_shot_iterator(dataset).get_next()
-      fixed = []
-      with tf.Session() as sess:
-        try:
-          for _ in range(batches):
-            fixed.append(sess.run(next_batch))
-        except tf.errors.OutOfRangeError:
-          pass
-    digest = hashlib.sha1()
-    for batch in fixed:
-      for key in sorted(batch):
-        digest.update(key.encode())
-        digest.update(batch[key].tobytes())
-    info["batches_sha1"] = digest.hexdigest()
+    fixed = read_fixed_batches(train_dataset_fn, sequence_length, vocabulary, split,
+                               batch_size, batches)
+    info["batches_sha1"] = batches_digest(fixed)
     if len(fixed) < batches:
       raise SystemExit(f"replay_routing: the {split} split holds {len(fixed)} batches of "
                        f"{batch_size}, fewer than --batches {batches}")
-
-    with tf.Graph().as_default():
-      # Fixed seeds, so that the router's input jitter draws the same noise in every replay:
-      # TensorFlow's graph seed (the run's mtf_switch.init_seed), and Python's own, from which
-      # Mesh-TF's placement mesh draws each random op's seed (random.random(), then hash():
-      # hence also PYTHONHASHSEED, see the end of this file).
-      seed = estimator.config.tf_random_seed or 0
-      tf.set_random_seed(seed)
-      random.seed(seed)
-      features = {k: tf.placeholder(v.dtype, v.shape, name=k) for k, v in fixed[0].items()}
-      tf.train.get_or_create_global_step()
-      spec = estimator.model_fn(features, None, tf_estimator.ModeKeys.TRAIN, estimator.config)
-      summaries = [s for s in tf.get_collection(tf.GraphKeys.SUMMARIES)
-                   if s.op.type == "ScalarSummary"]
-      # On CPU mesh-tf hands its hooks to the chief; the restore hook copies the restored
-      # master variables into each device's slices.
-      hooks = list(spec.training_hooks) + list(spec.training_chief_hooks)
-      restore_hooks = [h for h in hooks if isinstance(h, mtf.MtfRestoreHook)]
-      if not restore_hooks:
-        raise SystemExit("replay_routing: mesh-tf's training step has no MtfRestoreHook")
-      for hook in restore_hooks:
-        hook.begin()
-      # The saver mesh-tf's training writes checkpoints with (all global variables).
-      saver = tf.get_collection(tf.GraphKeys.SAVERS)[0]
-      with tf.Session() as sess:
-        for step in steps:
-          saver.restore(sess, os.path.join(model_dir, f"model.ckpt-{step}"))
-          for hook in restore_hooks:
-            hook.after_create_session(sess, None)
-          per_batch = []
-          for batch in fixed:
-            serialized = sess.run(summaries, {features[k]: v for k, v in batch.items()})
-            scalars = {}
-            for proto in serialized:
-              for value in tf.Summary.FromString(proto).value:
-                if value.tag.startswith(ROUTING_PREFIX):
-                  scalars[value.tag] = value.simple_value
-            per_batch.append(scalars)
-          results[step] = mean_scalars(per_batch)
-          print(f"replay_routing: step {step}: {len(results[step])} routing scalars", flush=True)
+    results.update(routing_at_checkpoints(estimator, model_dir, steps, fixed))
 
   return replay, results, info
 
