@@ -9,6 +9,7 @@ modules are what the commands share:
 - ``repro_settings``, ``repro_main``, ``repro_runs``, ``repro_curves``, ``repro_report``,
   ``repro_outputs``, ``repro_scaling_plots``: the reproductions' one ``main``, their training
   settings, runs, curves, reports and plots;
+- ``bench_rounds``: the training benchmarks' rotating rounds and their table;
 - ``paths``: where the checkout's parts are, and the environment of a child command;
 - ``hf_tiny``: tiny random Hugging Face models and HF's own logits and routing decisions.
 
