@@ -85,9 +85,7 @@ def test_switch_xxl_128_follows_its_tensors_not_its_config_json():
 def test_switch_xxl_128_builds_at_full_size_with_the_parameters_counted_by_hand():
   """Graph only (no weight allocated): the variables are the name table's, and their sizes add
   up to the count written out from the widths below."""
-  import sys
-  sys.path.insert(0, os.path.join(REPO, "tools"))
-  import table9
+  from switch_experiments import table9
   spec = released.released_spec("switch_xxl_128")
   mtf_graph, _ = table9.build_graph("models/released/switch_xxl_128.gin", inputs_length=8,
                                     targets_length=4)
