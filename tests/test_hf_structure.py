@@ -29,7 +29,8 @@ SWITCH_C_SHAPE = dict(num_layers=15, num_sparse_encoder_layers=15, num_decoder_l
 # switch-xxl-128 (mtf_switch/convert/released.py) as far as transformers can build it: its
 # tensors' 24 + 24 blocks, every other one sparse, 64 heads, one input embedding and a separate
 # softmax, tanh GELU ("gelu_new", what T5X used) - but not its GEGLU: HF's Switch FFN has one
-# wi, so the release's gating has no tiny HF twin (docs/conversion.md).
+# wi, so HF cannot save the release's gating (tests/test_hf_switch_xxl_release.py imports a
+# tiny copy of the release's own layout).
 SWITCH_XXL_SHAPE_UNGATED = dict(num_layers=24, num_decoder_layers=24,
                                 num_sparse_encoder_layers=12, num_sparse_decoder_layers=12,
                                 num_heads=64, d_kv=2, dense_act_fn="gelu_new",
@@ -154,54 +155,3 @@ def test_tensors_win_over_a_config_that_describes_other_blocks(tmp_path):
   reported = []
   from_hf.convert(str(tmp_path / "hf"), str(tmp_path / "mtf"), progress=reported.append)
   assert sum("disagree" in line for line in reported) == 2
-
-
-def _switch_xxl_release_dir(path, dense_act_fn):
-  """A tiny directory laid out as google/switch-xxl-128 is (released.py's sources): its
-  config.json's fields (48 + 12 blocks, step 2, exact "gelu") at tiny widths, and tensors named
-  as transformers' convert_big_switch.py writes the T5X checkpoint: 24 + 24 blocks, GEGLU
-  (wi_0, wi_1, wo) in every FFN and expert, the softmax as decoder.lm_head.weight. transformers
-  cannot build this model, so the tensors are renamed from one it can and saved directly."""
-  import json
-
-  import torch
-  from safetensors.torch import save_file
-
-  from mtf_switch.convert import released
-  model = hf_tiny.switch_model(**dict(SWITCH_XXL_SHAPE_UNGATED, dense_act_fn="relu"))
-  tensors = {}
-  for name, value in model.state_dict().items():
-    if name.endswith(".wi.weight"):
-      for gate in ("wi_0", "wi_1"):
-        tensors[name.replace(".wi.", f".{gate}.")] = torch.randn_like(value)
-    elif name == "lm_head.weight":
-      tensors["decoder.lm_head.weight"] = value.clone()
-    elif not name.endswith("embed_tokens.weight"):
-      tensors[name] = value.clone().contiguous()
-  path.mkdir()
-  save_file(tensors, str(path / "model.safetensors"))
-  config = dict(released.SWITCH_XXL_128_CONFIG, d_model=32, d_kv=2, d_ff=48, num_experts=4,
-                vocab_size=hf_tiny.VOCAB, dense_act_fn=dense_act_fn)
-  (path / "config.json").write_text(json.dumps(config))
-
-
-def test_switch_xxl_release_layout_is_refused_naming_each_difference(tmp_path):
-  """What ``from-hf`` does with the real download (docs/conversion.md): config.json's exact
-  GELU stops it first; with the tanh GELU the tensors win over config.json's 48 / 12 blocks
-  (one line per stack), and the gated FFN tensors are refused; nothing is written."""
-  from mtf_switch.convert.spec import ConversionError
-  _switch_xxl_release_dir(tmp_path / "as_released", "gelu")
-  with pytest.raises(ConversionError, match="dense_act_fn activation 'gelu' is not supported"):
-    from_hf.convert(str(tmp_path / "as_released"), str(tmp_path / "out1"),
-                    progress=lambda line: None)
-  _switch_xxl_release_dir(tmp_path / "tanh_gelu", "gelu_new")
-  lines = []
-  with pytest.raises(ConversionError, match=r"has no place for: \['decoder\.block\.0\.layer"
-                                            r"\.2\.mlp\.wi_0\.weight'"):
-    from_hf.convert(str(tmp_path / "tanh_gelu"), str(tmp_path / "out2"), progress=lines.append)
-  odd = lambda n: [i for i in range(n) if i % 2 == 1]  # noqa: E731
-  assert lines == [
-      f"{tmp_path / 'tanh_gelu'}: config.json and the tensors disagree on {stack}_sparse: "
-      f"config {n} blocks, sparse at {odd(n)}, tensors 24 blocks, sparse at {odd(24)}; "
-      f"following the tensors" for stack, n in (("encoder", 48), ("decoder", 12))]
-  assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()

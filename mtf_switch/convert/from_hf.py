@@ -75,7 +75,9 @@ def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_I
   progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
   check_output_dir(output_dir)
   config = read_hf_config(hf_dir)
-  spec = from_hf_config(config, where=os.path.join(hf_dir, "config.json"))
+  where = os.path.join(hf_dir, "config.json")
+  # A T5X-converted gated release's exact "gelu" is T5X's tanh GELU (structure.py's rule).
+  spec = from_hf_config(structure.t5x_activation(config, hf_dir, where, progress), where=where)
   source = HFTensors(hf_dir)
   # The tensors decide the structure; config.json the rest (structure.py).
   spec = structure.spec_from_checkpoint(spec, config, source, hf_dir, progress)

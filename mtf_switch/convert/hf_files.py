@@ -57,6 +57,12 @@ class HFTensors:
     self._file_of[name] = self._file_of[target]
     self._alias_of = {**getattr(self, "_alias_of", {}), name: target}
 
+  def rename(self, name: str, stored: str) -> None:
+    """Shows the stored tensor ``stored`` as ``name`` only (another writer's name for a tensor
+    HF calls ``name``, e.g. T5X's softmax ``decoder.lm_head.weight``, structure.py)."""
+    self._file_of[name] = self._file_of.pop(stored)
+    self._alias_of = {**getattr(self, "_alias_of", {}), name: stored}
+
   def _real(self, name: str) -> str:
     return getattr(self, "_alias_of", {}).get(name, name)
 
