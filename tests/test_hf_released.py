@@ -69,7 +69,8 @@ def test_switch_xxl_128_follows_its_tensors_not_its_config_json():
   assert not spec.separate_input_embeddings
   assert (spec.d_model, spec.d_ff, spec.num_heads, spec.d_kv) == (4096, 10240, 64, 64)
   assert (spec.num_experts, spec.expert_capacity, spec.vocab_size) == (128, 64, 32128)
-  # config.json alone: HF's exact GELU, which the import refuses before reading a tensor.
+  # config.json alone: HF's exact GELU, refused (from-hf reads it as the tanh GELU only once the
+  # tensors prove a T5X-converted gated model: tests/test_hf_switch_xxl_release.py).
   with pytest.raises(spec_lib.ConversionError, match="dense_act_fn activation 'gelu'"):
     spec_lib.from_hf_config(released.SWITCH_XXL_128_CONFIG)
   # ... and with the activation T5X used, the 48 / 12 blocks HF would build from it.

@@ -96,6 +96,8 @@ def _structure_differences(ours, theirs):
           and not any(a.startswith(k) and b.startswith(k) for k in WIDTH_LINES)]
 
 
+# 48 blocks of 64 heads built by HF and by Mesh-TF: ~4 minutes here, the slow tier's.
+@pytest.mark.slow
 def test_release_layout_imports_runs_at_parity_and_is_not_exported(tmp_path):
   model = _gated_reference()
   hf_dir, mtf_dir = tmp_path / "switch-xxl-128", tmp_path / "mtf"

@@ -13,6 +13,7 @@ sub-layers per encoder block, 3 per decoder block):
   {encoder,decoder}.embed_tokens.weight [V, d]         {encoder,decoder}/embedding [P, d] R
       (instead of shared/embedding, when the spec has separate input embeddings)
   lm_head.weight [V, d] (untied only)                  decoder/logits/kernel [d, P]       C
+      (T5X-converted files, switch-xxl-128, name it decoder.lm_head.weight: structure.py)
   {s}.block.i.layer.j.layer_norm.weight [d]            {s}/block_b/layer_l/rms_norm/scale
       with b = i // p, l = (i % p) * S + j
   R: HF's rows then P - V zero rows; C: the transpose, then P - V zero columns (Mesh-TF pads

@@ -57,8 +57,11 @@ Where the release differs from the paper (Table 9):
   gin/models/switch_xxl.gin). Its config.json says 48 + 12 blocks where the tensors hold
   24 + 24 (HF's stored step 2 would build 48 encoder blocks, 24 of them sparse, and 12
   decoder blocks), exact GELU ("gelu") where T5X used the tanh one, and no gating: transformers
-  (5.24) cannot run this release (one wi per FFN), and ``from-hf`` refuses its config.json
-  (exact GELU) before reading a tensor. docs/conversion.md has the details.
+  (5.24) cannot run this release (one wi per FFN). ``from-hf`` imports it as its tensors say
+  (structure.py: gating from wi_0/wi_1, the softmax from decoder.lm_head.weight, config.json's
+  "gelu" read as the tanh GELU because the tensors are gated; one line per difference), into
+  exactly the gin file below at the download's widths (tests/test_hf_switch_xxl_release.py).
+  docs/conversion.md has the details.
 """
 
 import dataclasses

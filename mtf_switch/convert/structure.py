@@ -26,10 +26,12 @@ from config.json, with one rule for the activation of a gated release (``t5x_act
 config.json's exact ``"gelu"`` is read as the tanh GELU only when the tensors are gated Switch
 FFNs, i.e. prove a T5X-converted checkpoint (T5X's ``"gelu"`` is flax's tanh approximation,
 and no HF model runs these tensors to compute anything else); for every other model exact GELU
-stays an error (HF computes it exactly there, and Mesh-TF cannot). Each field where the two disagree is reported in one line, and the tensors
-win. The tied softmax is not overridden: with ``tie_word_embeddings`` true transformers
-replaces ``lm_head`` (and the input embeddings) by ``shared`` on load, so a differing
-``lm_head`` is refused (the importer's alias check), not imported as a model HF never runs.
+stays an error (HF computes it exactly there, and Mesh-TF cannot). Each field where the two
+disagree is reported in one line, and the tensors win. A tied softmax is not overridden by an
+``lm_head.weight``: with ``tie_word_embeddings`` true transformers replaces ``lm_head`` (and
+the input embeddings) by ``shared`` on load, so a differing ``lm_head`` is refused (the
+importer's alias check), not imported as a model HF never runs; only T5X's
+``decoder.lm_head.weight`` unties it.
 """
 
 import dataclasses
