@@ -7,7 +7,7 @@ the project's gin-configurable layers and the ``mtf_switch.init_seed`` binding f
 statistics out of Mesh-TF's microbatch loop (see ``mtf_switch.summaries``).
 """
 
-from mtf_switch import compat  # noqa: F401  (must run before mesh_tensorflow is imported)
+from mtf_base import compat  # noqa: F401  (must run before mesh_tensorflow is imported)
 
 # isort: split
 from mtf_switch import attention, embedding, layers, routing, seeding, summaries  # noqa: F401  (gin configurables)

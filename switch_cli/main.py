@@ -1,7 +1,7 @@
 """``switch_mesh_transformer``: t5's ``t5_mesh_transformer`` made to work and to check its input.
 
     switch_mesh_transformer --model_dir=/tmp/m --gin_file=models/switch_tiny.gin ...
-    python -m switch_cli ...          (the same; so is the older ``python -m mtf_switch.cli``)
+    python -m switch_cli ...          (the same)
 
 What it adds to t5's command line, whose flags it leaves untouched:
   * the mesh-tensorflow compat repair, before t5 is imported at all (t5 imports
@@ -20,7 +20,7 @@ What it adds to t5's command line, whose flags it leaves untouched:
 import os
 import sys
 
-from mtf_switch import compat  # noqa: F401  (must precede every t5 / mesh_tensorflow import)
+from mtf_base import compat  # noqa: F401  (must precede every t5 / mesh_tensorflow import)
 
 PROJECT_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 

@@ -16,27 +16,18 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 # Layer -> the project's top-level packages it may import (besides itself).
 ALLOWED_IMPORTS = {
-    "mtf_switch": set(),  # the library: Mesh-TF layers, routers, converters
-    "tasks": set(),  # seqio/T5 task registries
-    "switch_cli": {"mtf_switch", "tasks"},  # the application
+    "mtf_base": set(),  # below every layer: the compat repair, where gin/ is; imports nothing
+    "mtf_switch": {"mtf_base"},  # the library: Mesh-TF layers, routers, converters
+    "tasks": {"mtf_base"},  # seqio/T5 task registries
+    "switch_cli": {"mtf_base", "mtf_switch", "tasks"},  # the application
     # The experiments' code: benchmarks, reproductions, fine-tuning, conversion checks.
-    "switch_experiments": {"mtf_switch", "tasks", "switch_cli"},
+    "switch_experiments": {"mtf_base", "mtf_switch", "tasks", "switch_cli"},
     "tools": {"switch_experiments"},  # the commands: each a thin main over switch_experiments
     "tests": None,  # anything
 }
 
 # (importing file, imported top-level package) -> why it is there and what fixes it.
 KNOWN_VIOLATIONS = {
-    # Issue 28: tasks import the compat repair through the layer package, which runs the whole
-    # of mtf_switch and its patches of mesh-tf; the repair should move where both can import it.
-    ("tasks/__init__.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
-    ("tasks/benchmark_files.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
-    ("tasks/benchmark_tasks.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
-    ("tasks/glue.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
-    ("tasks/objectives.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
-    ("tasks/vocab.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
-    # Issue 28: the library forwards `python -m mtf_switch.cli` to the application.
-    ("mtf_switch/cli.py", "switch_cli"): "issue 28: the mtf_switch.cli alias imports switch_cli",
 }
 
 
