@@ -17,12 +17,12 @@ What it adds to t5's command line, whose flags it leaves untouched:
     ``switch_cluster.workers`` is bound (``switch_cli.cluster``, docs/distributed.md).
 """
 
-import os
 import sys
 
 from mtf_base import compat  # noqa: F401  (must precede every t5 / mesh_tensorflow import)
+from mtf_base import paths
 
-PROJECT_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+PROJECT_GIN_DIR = paths.gin_dir()
 
 
 def warn_if_protobuf_is_pure_python() -> bool:

@@ -171,3 +171,50 @@ def test_the_reader_sees_imports_inside_functions(tmp_path):
   module.write_text("import os\n\ndef f():\n  from switch_cli.main import main\n"
                     "  import tasks.vocab as v\n\nfrom . import sibling\n")
   assert imported_top_levels(module) == {"os", "switch_cli", "tasks"}
+
+
+def finds_gin_from_its_own_file(path: pathlib.Path) -> bool:
+  """Whether the file uses its own ``__file__`` and joins "gin" into a path (os.path.join's
+  argument, or an operand of pathlib's ``/``)."""
+  tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+  nodes = list(ast.walk(tree))
+  uses_file = any(isinstance(n, ast.Name) and n.id == "__file__" for n in nodes)
+
+  def is_gin(node):
+    return isinstance(node, ast.Constant) and node.value == "gin"
+
+  joins_gin = any(
+      (isinstance(n, ast.Call) and any(is_gin(a) for a in n.args)
+       and isinstance(n.func, (ast.Attribute, ast.Name))
+       and getattr(n.func, "attr", getattr(n.func, "id", "")) in ("join", "joinpath", "Path"))
+      or (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
+          and (is_gin(n.left) or is_gin(n.right)))
+      for n in nodes)
+  return uses_file and joins_gin
+
+
+def test_gin_directory_is_found_in_one_place():
+  """gin/ is located by mtf_base.paths.gin_dir alone; every other layer asks it."""
+  from mtf_base import paths
+
+  finders = sorted(path.relative_to(REPO).as_posix()
+                   for layer in ("mtf_base", "mtf_switch", "tasks", "switch_cli", "tools")
+                   for path in layer_files(layer) if finds_gin_from_its_own_file(path))
+  assert finders == ["mtf_base/paths.py"], finders
+  assert pathlib.Path(paths.gin_dir()) == REPO / "gin"
+  assert (REPO / "gin" / "models").is_dir() and (REPO / "gin" / "mesh").is_dir()
+
+
+def test_the_gin_finder_reader_sees_a_join_with_file(tmp_path):
+  module = tmp_path / "m.py"
+  module.write_text("import os\nimport t5\n"
+                    "A = os.path.join(os.path.dirname(t5.__file__), 'gin')\n")
+  assert not finds_gin_from_its_own_file(module)  # another package's gin/, not ours
+  module.write_text("import os\n\ndef f():\n"
+                    "  return os.path.join(os.path.dirname(__file__), '..', 'gin')\n")
+  assert finds_gin_from_its_own_file(module)
+  module.write_text("import pathlib\nREPO = pathlib.Path(__file__).parent\n"
+                    "GIN = REPO / 'gin'\nTAGS = {'gin': 1}\n")
+  assert finds_gin_from_its_own_file(module)
+  module.write_text("import os\nREPO = os.path.dirname(__file__)\nTAGS = {'gin': 1}\n")
+  assert not finds_gin_from_its_own_file(module)  # "gin" as a key, not a path

@@ -65,11 +65,11 @@ import dataclasses
 
 import os
 
+from mtf_base import paths
 from mtf_switch.convert import gin as gin_lib
 from mtf_switch.convert.spec import ModelSpec, from_hf_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RELEASED_DIR = os.path.join(REPO, "gin", "models", "released")
+RELEASED_DIR = os.path.join(paths.gin_dir(), "models", "released")
 
 _SWITCH_BASE = {
     "model_type": "switch_transformers", "d_ff": 3072, "d_kv": 64, "d_model": 768,
