@@ -66,7 +66,7 @@ import dataclasses
 import os
 
 from mtf_base import paths
-from mtf_switch.convert import gin as gin_lib
+from mtf_switch.convert import imported_gin
 from mtf_switch.convert.spec import ModelSpec, from_hf_config
 
 RELEASED_DIR = os.path.join(paths.gin_dir(), "models", "released")
@@ -129,8 +129,8 @@ def released_spec(key: str) -> ModelSpec:
 
 
 def released_gin(key: str) -> str:
-  return gin_lib.model_gin(released_spec(key),
-                           HUB_NAMES[key] + " (config.json; see mtf_switch/convert/released.py)")
+  return imported_gin.model_gin(released_spec(key),
+                                HUB_NAMES[key] + " (config.json; see mtf_switch/convert/released.py)")
 
 
 def main() -> None:
