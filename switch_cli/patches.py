@@ -57,7 +57,7 @@ line and in-process alike:
   * ``mesh_tensorflow.transformer.transformer.Unitransformer._call_internal`` and
     ``._compute_loss``: the logits of the padding ids get -1e9; mesh-tf never masks them.
 
-The experiment commands in tools/ add their own instrumentation in their own processes (a
+The experiment commands (switch_experiments/) add their own instrumentation in their own processes (a
 hook on ``TPUEstimator.train``, ``utils.run`` replaced by a replay, ``mtf.Operation.__init__``
 recording its builder); docs/ARCHITECTURE.md lists them.
 """

@@ -173,24 +173,31 @@ def test_the_reader_sees_imports_inside_functions(tmp_path):
   assert imported_top_levels(module) == {"os", "switch_cli", "tasks"}
 
 
+ROOT_NAMES = ("__file__", "REPO", "REPO_ROOT")
+
+
 def finds_gin_from_its_own_file(path: pathlib.Path) -> bool:
-  """Whether the file uses its own ``__file__`` and joins "gin" into a path (os.path.join's
-  argument, or an operand of pathlib's ``/``)."""
+  """Whether the file joins "gin" onto its own ``__file__``, or onto a ``REPO`` root made from
+  one, in one path expression (os.path.join or ``/``): how gin/ was found before mtf_base."""
   tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-  nodes = list(ast.walk(tree))
-  uses_file = any(isinstance(n, ast.Name) and n.id == "__file__" for n in nodes)
 
   def is_gin(node):
     return isinstance(node, ast.Constant) and node.value == "gin"
 
-  joins_gin = any(
-      (isinstance(n, ast.Call) and any(is_gin(a) for a in n.args)
-       and isinstance(n.func, (ast.Attribute, ast.Name))
-       and getattr(n.func, "attr", getattr(n.func, "id", "")) in ("join", "joinpath", "Path"))
-      or (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
-          and (is_gin(n.left) or is_gin(n.right)))
-      for n in nodes)
-  return uses_file and joins_gin
+  def names_a_root(node):
+    # t5.models.__file__ is t5's; paths.REPO is a root made from a __file__ of ours.
+    return any((isinstance(n, ast.Name) and n.id in ROOT_NAMES)
+               or (isinstance(n, ast.Attribute) and n.attr in ROOT_NAMES[1:])
+               for n in ast.walk(node))
+
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("join", "joinpath"):
+      if any(is_gin(a) for a in node.args) and any(names_a_root(a) for a in node.args):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+      if (is_gin(node.right) and names_a_root(node.left)):
+        return True
+  return False
 
 
 def test_gin_directory_is_found_in_one_place():
@@ -198,7 +205,7 @@ def test_gin_directory_is_found_in_one_place():
   from mtf_base import paths
 
   finders = sorted(path.relative_to(REPO).as_posix()
-                   for layer in ("mtf_base", "mtf_switch", "tasks", "switch_cli", "tools")
+                   for layer in sorted(set(ALLOWED_IMPORTS) - {"tests"})
                    for path in layer_files(layer) if finds_gin_from_its_own_file(path))
   assert finders == ["mtf_base/paths.py"], finders
   assert pathlib.Path(paths.gin_dir()) == REPO / "gin"
@@ -216,5 +223,10 @@ def test_the_gin_finder_reader_sees_a_join_with_file(tmp_path):
   module.write_text("import pathlib\nREPO = pathlib.Path(__file__).parent\n"
                     "GIN = REPO / 'gin'\nTAGS = {'gin': 1}\n")
   assert finds_gin_from_its_own_file(module)
+  module.write_text("import os\nREPO = os.path.dirname(__file__)\n"
+                    "T5 = [os.path.join(t, 'models', 'gin') for t in ['x']]\n")
+  assert not finds_gin_from_its_own_file(module)  # gin/ of another package beside a REPO
   module.write_text("import os\nREPO = os.path.dirname(__file__)\nTAGS = {'gin': 1}\n")
   assert not finds_gin_from_its_own_file(module)  # "gin" as a key, not a path
+  module.write_text("import os\nfrom x import paths\nG = os.path.join(paths.REPO, 'gin')\n")
+  assert finds_gin_from_its_own_file(module)  # a root someone else made from __file__

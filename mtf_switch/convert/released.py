@@ -62,7 +62,6 @@ Where the release differs from the paper (Table 9):
 """
 
 import dataclasses
-
 import os
 
 from mtf_base import paths
