@@ -9,8 +9,9 @@ import logging
 import os
 from typing import Sequence
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT_GIN_DIR = os.path.join(REPO, "gin")
+from mtf_base import paths
+
+PROJECT_GIN_DIR = paths.gin_dir()
 
 
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:

@@ -17,6 +17,7 @@ TPU), and each device must hold whole d_model and expert_hidden rows (experts an
 be split).
 """
 
+import dataclasses
 import math
 
 import mesh_tensorflow as mtf
@@ -105,6 +106,169 @@ def _transposed_product(a, b):
   return tf.linalg.matrix_transpose(tf.matmul(b, a, transpose_b=True))
 
 
+@dataclasses.dataclass(frozen=True)
+class _SlotLayout:
+  """Where the filled slots of an [e, g, c, ...] tensor are, and how packed rows go back.
+
+  rows: [n, 1] int64, the flat slot index of each filled slot, ordered by expert.
+  rows_per_expert: [e] int32, filled slots per expert (over its groups).
+  empty_rows: [e*g*c - n] int32, the flat indices of the empty slots.
+  stitch_indices: each expert's rows (int32, the index type tf.dynamic_stitch takes), then
+    empty_rows: where each piece, and then the zero rows, go in the slot layout.
+  """
+  num_experts: int
+  num_groups: int
+  capacity: int
+  rows: tf.Tensor
+  rows_per_expert: tf.Tensor
+  empty_rows: tf.Tensor
+  stitch_indices: list
+
+  @property
+  def slots_per_expert(self) -> int:
+    return self.num_groups * self.capacity
+
+  def per_expert(self, packed):
+    """[n, k] packed rows -> one [rows of expert i, k] piece per expert."""
+    return tf.split(packed, self.rows_per_expert, num=self.num_experts)
+
+  def gather(self, tensor, width):
+    """[e, g, c, width] -> one [rows of expert i, width] piece per expert, filled slots only."""
+    return self.per_expert(tf.gather_nd(tf.reshape(tensor, [-1, width]), self.rows))
+
+  def to_slots(self, pieces, width):
+    """One [rows of expert i, width] piece per expert -> [e, g, c, width], empty slots 0.
+
+    One tf.dynamic_stitch writes every piece to its slots: tf.scatter_nd would need the
+    pieces concatenated first, a copy of every row (bench_dispatch.py, 128 experts: the
+    step 4-5% faster, 1.52 -> 1.48 and 1.53 -> 1.51 x dense in two paired runs).
+    """
+    zeros = tf.zeros(tf.stack([tf.size(self.empty_rows), width]), pieces[0].dtype)
+    return tf.reshape(tf.dynamic_stitch(self.stitch_indices, list(pieces) + [zeros]),
+                      [self.num_experts, self.num_groups, self.capacity, width])
+
+  def by_slot(self, tensor, width):
+    """[e, g, c, width] (or [e*g*c, width]) -> [e, g*c, width]."""
+    return tf.reshape(tensor, [self.num_experts, self.slots_per_expert, width])
+
+
+def _slot_layout(counts, num_experts: int, num_groups: int, capacity: int) -> _SlotLayout:
+  """The _SlotLayout of [e, g] filled-slot counts (each a prefix of the c slots)."""
+  counts = tf.cast(counts, tf.int32)
+  filled = tf.sequence_mask(counts, capacity)  # [e, g, c]
+  flat_filled = tf.reshape(filled, [-1])
+  rows = tf.where(flat_filled)  # [n, 1] int64, ordered by expert
+  rows_per_expert = tf.reduce_sum(counts, axis=1)
+  empty_rows = tf.cast(tf.where(tf.logical_not(flat_filled))[:, 0], tf.int32)
+  stitch_indices = (tf.split(tf.cast(rows[:, 0], tf.int32), rows_per_expert, num=num_experts)
+                    + [empty_rows])
+  return _SlotLayout(num_experts, num_groups, capacity, rows, rows_per_expert, empty_rows,
+                     stitch_indices)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ExpertForward:
+  """The forward pass per expert on its packed rows, kept for the gradient.
+
+  inputs: per expert [rows, d]. wi_kernels: per wi kernel, per expert [d, h]. wo_kernels:
+  per expert [h, d]. pre_activations: per expert, one [rows, h] per wi kernel. hiddens: per
+  expert [rows, h], after the activations, gating and dropout. outputs: per expert [rows, d].
+  """
+  inputs: list
+  wi_kernels: list
+  wo_kernels: list
+  pre_activations: list
+  hiddens: list
+  outputs: list
+
+
+def _expert_forward(layout: _SlotLayout, slots, kernels, activations, dropout_rate,
+                    train) -> _ExpertForward:
+  """Each expert's FFN on its own filled rows of slots [e, g, c, d]."""
+  inputs = layout.gather(slots, slots.shape[3])
+  # Unstacked once: indexing kernel[e] per expert would make each slice's gradient a full
+  # [e, d, h] tensor of zeros; unstack (axis 0) shares the kernel's buffer.
+  *wi_kernels, wo_kernels = [tf.unstack(kernel, num=layout.num_experts) for kernel in kernels]
+  pre_activations, hiddens, outputs = [], [], []
+  for expert, piece in enumerate(inputs):
+    pres = [tf.matmul(piece, kernel[expert]) for kernel in wi_kernels]
+    hidden = None
+    for name, pre in zip(activations, pres, strict=True):
+      factor = _TF_ACTIVATIONS[name](pre)
+      hidden = factor if hidden is None else hidden * factor
+    if train and dropout_rate > 0.0:
+      hidden = tf.nn.dropout(hidden, rate=dropout_rate)
+    pre_activations.append(pres)
+    hiddens.append(hidden)
+    outputs.append(tf.matmul(hidden, wo_kernels[expert]))
+  return _ExpertForward(inputs, wi_kernels, wo_kernels, pre_activations, hiddens, outputs)
+
+
+def _elementwise_gradient(forward: _ExpertForward, d_hiddens):
+  """Per expert, the gradients of its pre-activations (one per wi kernel).
+
+  One tf.gradients call over every expert's packed rows differentiates the activations,
+  gating and dropout (the forward's own mask).
+  """
+  flat_pres = [pre for pres in forward.pre_activations for pre in pres]
+  d_flat_pres = tf.gradients(forward.hiddens, flat_pres, grad_ys=d_hiddens,
+                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  factors = len(forward.wi_kernels)
+  return [d_flat_pres[i * factors:(i + 1) * factors] for i in range(len(forward.hiddens))]
+
+
+def _slot_layout_gradient(layout: _SlotLayout, slots, kernels, forward: _ExpertForward,
+                          d_slots):
+  """Every product batched over the experts' slots; only the elementwise part packed.
+
+  Empty slots are zero in slots, in the stitched hidden layer and in d_pre, so they add
+  nothing to any product; the rows of d_slots in empty slots are never read (the hidden
+  layer's gradient is gathered at the filled rows).
+
+  Returns:
+    The gradients of (slots, rows, rows_per_expert, *kernels), None for the indices.
+  """
+  *wi_stacked, wo_stacked = kernels
+  d_model, hidden_width = slots.shape[3], wo_stacked.shape[1]
+  d_slot_rows = layout.by_slot(d_slots, d_model)
+  d_hidden_slots = _transposed_product(d_slot_rows, wo_stacked)  # [e, s, h]
+  d_pres = _elementwise_gradient(forward, layout.gather(d_hidden_slots, hidden_width))
+  d_pre_slots = [layout.by_slot(layout.to_slots([d_pre[k] for d_pre in d_pres], hidden_width),
+                                hidden_width) for k in range(len(wi_stacked))]
+  d_input = tf.add_n([_transposed_product(d_pre_slot, kernel)
+                      for d_pre_slot, kernel in zip(d_pre_slots, wi_stacked, strict=True)])
+  d_wi = [tf.matmul(layout.by_slot(slots, d_model), d_pre_slot, transpose_a=True)
+          for d_pre_slot in d_pre_slots]
+  d_wo = tf.matmul(layout.by_slot(layout.to_slots(forward.hiddens, hidden_width), hidden_width),
+                   d_slot_rows, transpose_a=True)
+  return [tf.reshape(d_input, slots.shape), None, None] + d_wi + [d_wo]
+
+
+def _per_expert_gradient(layout: _SlotLayout, d_model: int, forward: _ExpertForward, d_slots):
+  """Every product per expert on its filled rows; weight gradients stacked.
+
+  Returns:
+    The gradients of (slots, rows, rows_per_expert, *kernels), None for the indices.
+  """
+  d_outputs = layout.gather(d_slots, d_model)
+  d_pres = _elementwise_gradient(
+      forward, [_transposed_product(d_out, wo)
+                for d_out, wo in zip(d_outputs, forward.wo_kernels, strict=True)])
+  d_inputs = []
+  for expert in range(layout.num_experts):
+    d_input = None
+    for kernel, d_pre in zip(forward.wi_kernels, d_pres[expert], strict=True):
+      term = _transposed_product(d_pre, kernel[expert])
+      d_input = term if d_input is None else d_input + term
+    d_inputs.append(d_input)
+  d_wi = [tf.stack([tf.matmul(piece, d_pre[k], transpose_a=True)
+                    for piece, d_pre in zip(forward.inputs, d_pres, strict=True)])
+          for k in range(len(forward.wi_kernels))]
+  d_wo = tf.stack([tf.matmul(hidden, d_out, transpose_a=True)
+                   for hidden, d_out in zip(forward.hiddens, d_outputs, strict=True)])
+  return [layout.to_slots(d_inputs, d_model), None, None] + d_wi + [d_wo]
+
+
 def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
   """tf slice function: the FFN of each expert on its filled slots only.
 
@@ -118,122 +282,34 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
   Returns:
     [e, g, c, d], zero in empty slots.
 
-  The gradient is written out (``tf.custom_gradient``) rather than left to TensorFlow, for
-  speed only (the values are the same): the products take the layout that suits the slot
-  count (``BATCHED_BACKWARD_MAX_SLOTS``: batched over every slot, or per expert on its
-  filled rows), input gradients multiply in the form ``_transposed_product`` makes fast, and
-  the elementwise part (activations, gating, dropout: the forward's own mask) is
-  differentiated by one ``tf.gradients`` call over every expert's packed rows.
+  The steps: ``_slot_layout`` finds the filled rows, ``_expert_forward`` runs each expert on
+  its own, ``_SlotLayout.to_slots`` writes the results back. The gradient is written out
+  (``tf.custom_gradient``) rather than left to TensorFlow, for speed only (the values are the
+  same): the products take the layout that suits the slot count
+  (``BATCHED_BACKWARD_MAX_SLOTS``: ``_slot_layout_gradient``, batched over every slot, or
+  ``_per_expert_gradient``, per expert on its filled rows), input gradients multiply in the
+  form ``_transposed_product`` makes fast, and the elementwise part is differentiated by one
+  ``tf.gradients`` call (``_elementwise_gradient``).
   """
   num_experts, num_groups, capacity, d_model = (slots.shape[i] for i in range(4))
-  hidden_width = kernels[-1].shape[1]
-  slots_per_expert = num_groups * capacity
-  counts = tf.cast(counts, tf.int32)
-  filled = tf.sequence_mask(counts, capacity)  # [e, g, c]
-  flat_filled = tf.reshape(filled, [-1])
-  rows = tf.where(flat_filled)  # [n, 1] int64, ordered by expert
-  rows_per_expert = tf.reduce_sum(counts, axis=1)
-  # Where each expert's rows, and then the zero rows of the empty slots, go in the slot
-  # layout (int32: the index type tf.dynamic_stitch takes).
-  empty_rows = tf.cast(tf.where(tf.logical_not(flat_filled))[:, 0], tf.int32)
-  stitch_indices = (tf.split(tf.cast(rows[:, 0], tf.int32), rows_per_expert, num=num_experts)
-                    + [empty_rows])
+  layout = _slot_layout(counts, num_experts, num_groups, capacity)
 
   # The index tensors are arguments (with no gradient): tf.custom_gradient looks for variables
   # behind every differentiable op between its arguments and its results, and would walk
   # from the row counts into the router.
   @tf.custom_gradient
   def ffn(slots, rows, rows_per_expert, *kernels):
+    inner = dataclasses.replace(layout, rows=rows, rows_per_expert=rows_per_expert)
+    forward = _expert_forward(inner, slots, kernels, activations, dropout_rate, train)
 
-    def per_expert(packed):
-      """[n, k] packed rows -> one [rows of expert i, k] piece per expert."""
-      return tf.split(packed, rows_per_expert, num=num_experts)
+    def gradient(d_slots):
+      if inner.slots_per_expert <= BATCHED_BACKWARD_MAX_SLOTS:
+        return _slot_layout_gradient(inner, slots, kernels, forward, d_slots)
+      return _per_expert_gradient(inner, d_model, forward, d_slots)
 
-    def to_slots(pieces, width):
-      """One [rows of expert i, width] piece per expert -> [e, g, c, width], empty slots 0.
+    return inner.to_slots(forward.outputs, d_model), gradient
 
-      One tf.dynamic_stitch writes every piece to its slots: tf.scatter_nd would need the
-      pieces concatenated first, a copy of every row (bench_dispatch.py, 128 experts: the
-      step 4-5% faster, 1.52 -> 1.48 and 1.53 -> 1.51 x dense in two paired runs).
-      """
-      zeros = tf.zeros(tf.stack([tf.size(empty_rows), width]), pieces[0].dtype)
-      return tf.reshape(tf.dynamic_stitch(stitch_indices, list(pieces) + [zeros]),
-                        [num_experts, num_groups, capacity, width])
-
-    inputs = per_expert(tf.gather_nd(tf.reshape(slots, [-1, d_model]), rows))
-    # Unstacked once: indexing kernel[e] per expert would make each slice's gradient a full
-    # [e, d, h] tensor of zeros; unstack (axis 0) shares the kernel's buffer.
-    *wi_kernels, wo_kernels = [tf.unstack(kernel, num=num_experts) for kernel in kernels]
-    pre_activations, hiddens, outputs = [], [], []
-    for expert, piece in enumerate(inputs):
-      pres = [tf.matmul(piece, kernel[expert]) for kernel in wi_kernels]
-      hidden = None
-      for name, pre in zip(activations, pres, strict=True):
-        factor = _TF_ACTIVATIONS[name](pre)
-        hidden = factor if hidden is None else hidden * factor
-      if train and dropout_rate > 0.0:
-        hidden = tf.nn.dropout(hidden, rate=dropout_rate)
-      pre_activations.append(pres)
-      hiddens.append(hidden)
-      outputs.append(tf.matmul(hidden, wo_kernels[expert]))
-
-    def elementwise_gradient(d_hiddens):
-      """Per expert, the gradients of its pre-activations (one per wi kernel)."""
-      flat_pres = [pre for pres in pre_activations for pre in pres]
-      d_flat_pres = tf.gradients(hiddens, flat_pres, grad_ys=d_hiddens,
-                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
-      factors = len(wi_kernels)
-      return [d_flat_pres[i * factors:(i + 1) * factors] for i in range(num_experts)]
-
-    def by_slot(tensor, width):
-      return tf.reshape(tensor, [num_experts, slots_per_expert, width])
-
-    def slot_layout_gradient(d_slots):
-      """Every product batched over the experts' slots; only the elementwise part packed.
-
-      Empty slots are zero in slots, in the stitched hidden layer and in d_pre, so they add
-      nothing to any product; the rows of d_slots in empty slots are never read (the hidden
-      layer's gradient is gathered at the filled rows).
-      """
-      *wi_stacked, wo_stacked = kernels
-      d_slot_rows = by_slot(d_slots, d_model)
-      d_hidden_slots = _transposed_product(d_slot_rows, wo_stacked)  # [e, s, h]
-      d_pres = elementwise_gradient(per_expert(
-          tf.gather_nd(tf.reshape(d_hidden_slots, [-1, hidden_width]), rows)))
-      d_pre_slots = [by_slot(to_slots([d_pre[k] for d_pre in d_pres], hidden_width),
-                             hidden_width) for k in range(len(wi_stacked))]
-      d_input = tf.add_n([_transposed_product(d_pre_slot, kernel)
-                          for d_pre_slot, kernel in zip(d_pre_slots, wi_stacked, strict=True)])
-      d_wi = [tf.matmul(by_slot(slots, d_model), d_pre_slot, transpose_a=True)
-              for d_pre_slot in d_pre_slots]
-      d_wo = tf.matmul(by_slot(to_slots(hiddens, hidden_width), hidden_width), d_slot_rows,
-                       transpose_a=True)
-      return [tf.reshape(d_input, slots.shape), None, None] + d_wi + [d_wo]
-
-    def per_expert_gradient(d_slots):
-      """Every product per expert on its filled rows; weight gradients stacked."""
-      d_outputs = per_expert(tf.gather_nd(tf.reshape(d_slots, [-1, d_model]), rows))
-      d_pres = elementwise_gradient([_transposed_product(d_out, wo)
-                                     for d_out, wo in zip(d_outputs, wo_kernels, strict=True)])
-      d_inputs = []
-      for expert in range(num_experts):
-        d_input = None
-        for kernel, d_pre in zip(wi_kernels, d_pres[expert], strict=True):
-          term = _transposed_product(d_pre, kernel[expert])
-          d_input = term if d_input is None else d_input + term
-        d_inputs.append(d_input)
-      d_wi = [tf.stack([tf.matmul(piece, d_pre[k], transpose_a=True)
-                        for piece, d_pre in zip(inputs, d_pres, strict=True)])
-              for k in range(len(wi_kernels))]
-      d_wo = tf.stack([tf.matmul(hidden, d_out, transpose_a=True)
-                       for hidden, d_out in zip(hiddens, d_outputs, strict=True)])
-      return [to_slots(d_inputs, d_model), None, None] + d_wi + [d_wo]
-
-    if slots_per_expert <= BATCHED_BACKWARD_MAX_SLOTS:
-      return to_slots(outputs, d_model), slot_layout_gradient
-    return to_slots(outputs, d_model), per_expert_gradient
-
-  return ffn(slots, rows, rows_per_expert, *kernels)
+  return ffn(slots, layout.rows, layout.rows_per_expert, *kernels)
 
 
 def packed_expert_ffn(expert_inputs: mtf.Tensor, filled_slots: mtf.Tensor,

@@ -20,9 +20,12 @@ string hashing, so two runs with one seed draw different noise after the same fi
 
 How: ``install()`` wraps the ``tpu_config`` module that ``mesh_tensorflow.transformer.utils``
 holds, and its ``RunConfig`` adds ``tf_random_seed`` when a seed is bound. The wrapper lives in
-that module's namespace only; TensorFlow's own ``tpu_config`` is untouched. Importing
-``mtf_switch`` installs it.
+that module's namespace only; TensorFlow's own ``tpu_config`` is untouched. The command line
+installs it (``switch_cli.patches``, with the project's other patches); importing
+``mtf_switch`` does not.
 """
+
+from typing import Optional
 
 import gin
 
@@ -64,15 +67,15 @@ class SeededTpuConfig:
     return self.wrapped.RunConfig(*args, **kwargs)
 
 
-def install() -> bool:
-  """Wraps ``mesh_tensorflow.transformer.utils.tpu_config`` once.
+def install(utils_module: Optional[object] = None) -> bool:
+  """Wraps ``mesh_tensorflow.transformer.utils.tpu_config`` (or ``utils_module``'s) once.
 
   Returns:
     True if this call installed the wrapper, False if it was already installed.
   """
-  from mesh_tensorflow.transformer import utils as mtf_utils
-
-  if isinstance(mtf_utils.tpu_config, SeededTpuConfig):
+  if utils_module is None:
+    from mesh_tensorflow.transformer import utils as utils_module
+  if isinstance(utils_module.tpu_config, SeededTpuConfig):
     return False
-  mtf_utils.tpu_config = SeededTpuConfig(mtf_utils.tpu_config)
+  utils_module.tpu_config = SeededTpuConfig(utils_module.tpu_config)
   return True

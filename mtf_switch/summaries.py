@@ -16,7 +16,8 @@ recorded by the model function as an extra output (which the loop sums over micr
 writes each sum divided by the number of microbatches after the loop. Microbatches hold equal
 numbers of tokens, so the value is the step's mean: exact for the load fractions, the dropped
 fraction and the losses; for ``expert_load_max``/``min`` it is the mean of the microbatches'
-extremes. Scalars recorded in any other while loop (decoding) are skipped, as before.
+extremes. Scalars recorded in any other while loop (decoding) are skipped, as before. The
+command line installs the wrapper (``switch_cli.patches``); importing ``mtf_switch`` does not.
 """
 
 import functools

@@ -4,6 +4,7 @@ It sits above both libraries it composes (``mtf_switch``, the layers; ``tasks``,
 so neither of them imports it:
 
   main.py       the entry point: compat repair, registrations, then t5's ``console_entry_point``
+  patches.py    every patch of mesh-tf and TensorFlow, why, and ``install``, which applies them
   gin_parse.py  mesh-tf's gin parsing step, with the project's steps added
   dtypes.py     the variable and activation dtypes the user's gin asked for, honoured on CPU
   preflight.py  checks that run before TensorFlow builds or starts anything

@@ -1,7 +1,7 @@
 """``switch_mesh_transformer``: t5's ``t5_mesh_transformer`` made to work and to check its input.
 
     switch_mesh_transformer --model_dir=/tmp/m --gin_file=models/switch_tiny.gin ...
-    python -m switch_cli ...          (the same; so is the older ``python -m mtf_switch.cli``)
+    python -m switch_cli ...          (the same)
 
 What it adds to t5's command line, whose flags it leaves untouched:
   * the mesh-tensorflow compat repair, before t5 is imported at all (t5 imports
@@ -14,15 +14,19 @@ What it adds to t5's command line, whose flags it leaves untouched:
   * ``infer`` and ``score_*`` modes that decode one checkpoint (default: the latest), write
     UTF-8 text and exit (``switch_cli.infer``);
   * runs over a cluster of ``python -m switch_cli.worker`` processes when
-    ``switch_cluster.workers`` is bound (``switch_cli.cluster``, docs/distributed.md).
+    ``switch_cluster.workers`` is bound (``switch_cli.cluster``, docs/distributed.md);
+  * ``mtf_switch.init_seed`` as the graph seed, and the routing statistics out of mesh-tf's
+    microbatch loop (``mtf_switch.seeding``, ``mtf_switch.summaries``).
+Each of these that replaces a function of mesh-tf or TensorFlow is listed, with why, in
+``switch_cli.patches``, whose ``install`` applies them all.
 """
 
-import os
 import sys
 
-from mtf_switch import compat  # noqa: F401  (must precede every t5 / mesh_tensorflow import)
+from mtf_base import compat  # noqa: F401  (must precede every t5 / mesh_tensorflow import)
+from mtf_base import paths
 
-PROJECT_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+PROJECT_GIN_DIR = paths.gin_dir()
 
 
 def warn_if_protobuf_is_pure_python() -> bool:
@@ -55,18 +59,13 @@ def main() -> int:
 
   import gin
 
-  from switch_cli import PreflightError, cluster, gin_parse, infer, preflight
+  from switch_cli import PreflightError, patches
 
   # The project's gin/ (models/, mesh/) is searched like t5's own gin directory, so
   # --gin_file=models/switch_tiny.gin works from any directory.
   gin.add_config_file_search_path(PROJECT_GIN_DIR)
-  requested = gin_parse.install(
-      mesh_transformer_main,
-      after_parse=[preflight.register_text_files, preflight.register_finetune_vocabulary,
-                   preflight.check_task])
-  cluster.install(mesh_transformer_main)  # inside the pre-flight checks: they run first
-  preflight.install(mesh_transformer_main, before_run=requested.restore)
-  infer.install()  # infer/score: one checkpoint (default the latest), UTF-8 text, then exit
+  # Every replacement of mesh-tf's and TensorFlow's functions, listed in switch_cli/patches.py.
+  patches.install(mesh_transformer_main)
   sys.argv[0] = "t5_mesh_transformer"
   try:
     return mesh_transformer_main.console_entry_point()

@@ -10,16 +10,16 @@ mesh on its devices and drives them. Prints one line, "switch_cli.worker: task N
 ADDRESS with D CPU devices", once it listens.
 """
 
-import os
 import sys
 
 from absl import app, flags
 
 import gin
+from mtf_base import paths
 from switch_cli import PreflightError, cluster
 
 # The project's gin/ (as switch_cli.main searches it), so the client's gin paths work here too.
-PROJECT_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+PROJECT_GIN_DIR = paths.gin_dir()
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin files binding switch_cluster.* (others ignored).")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. 'switch_cluster.workers = [...]'.")

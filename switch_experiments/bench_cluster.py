@@ -282,10 +282,10 @@ def run_setting(args) -> dict:
               *[f"--gin_param={p}" for p in [f"utils.run.train_steps = {steps}",
                                              f"utils.run.save_checkpoints_steps = {steps}",
                                              *args.gin_param]]]
-  from mtf_switch import cli
+  from switch_cli.main import main as switch_mesh_transformer
 
   try:
-    cli.main()
+    switch_mesh_transformer()
   except SystemExit as exit_:
     if exit_.code:
       raise

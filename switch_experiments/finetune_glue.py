@@ -47,6 +47,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from mtf_base import paths
 from switch_experiments import cli_runs, run_results
 
 REPO = cli_runs.REPO
@@ -121,7 +122,7 @@ def gin_file_exists(path: str) -> bool:
   """
   t5_dirs = importlib.util.find_spec("t5").submodule_search_locations
   return any(os.path.isfile(os.path.join(d, path)) for d in (
-      os.getcwd(), os.path.join(REPO, "gin"), *[os.path.join(t, "models", "gin") for t in t5_dirs]))
+      os.getcwd(), paths.gin_dir(), *[os.path.join(t, "models", "gin") for t in t5_dirs]))
 
 
 def models_from_flags(flags) -> List[Model]:

@@ -307,10 +307,10 @@ def train_traced(args):
       f"utils.run.train_steps = {steps}", f"utils.run.save_checkpoints_steps = {steps}",
       *args.gin_param]]
   sys.argv = cli_argv
-  from mtf_switch import cli
+  from switch_cli.main import main as switch_mesh_transformer
 
   try:
-    cli.main()
+    switch_mesh_transformer()
   except SystemExit as exit_:
     if exit_.code:
       raise

@@ -241,6 +241,9 @@ def build_tpu_train_step(gin_files: Sequence[str], bindings: Sequence[str] = (),
   from tensorflow.python.tpu import device_assignment as device_assignment_lib
   from tensorflow.python.tpu import tpu
   from tensorflow.python.tpu.ops import tpu_ops
+
+  from mtf_switch import summaries
+  summaries.install(utils)  # the microbatch loop as the command line builds it (switch_cli.patches)
   _absl_flags_parsed()
   parse_gin(list(gin_files), list(bindings))
   run_args = _run_bindings()

@@ -25,7 +25,7 @@ alone: the ``text_files`` task (``tasks.gin_text_files``), e.g.
 ``--gin_param='MIXTURE_NAME = "text_files"' --gin_param='text_files.paths = ["my.txt"]'``.
 """
 
-from mtf_switch import compat  # noqa: F401  (must precede every t5 / mesh_tensorflow import)
+from mtf_base import compat  # noqa: F401  (must precede every t5 / mesh_tensorflow import)
 
 # isort: split
 from tasks import benchmark_tasks

@@ -24,7 +24,7 @@ import os
 import tempfile
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
-from mtf_switch import compat  # noqa: F401  (t5 and seqio import mesh_tensorflow)
+from mtf_base import compat  # noqa: F401  (t5 and seqio import mesh_tensorflow)
 
 # isort: split
 import seqio

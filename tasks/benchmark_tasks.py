@@ -26,7 +26,7 @@ import re
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from mtf_switch import compat  # noqa: F401  (t5 imports mesh_tensorflow)
+from mtf_base import compat  # noqa: F401  (t5 imports mesh_tensorflow)
 
 # isort: split
 import seqio

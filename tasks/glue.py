@@ -16,7 +16,7 @@ targets ``"negative"``/``"positive"``, accuracy. Splits: ``train`` = train.tsv a
 import os
 from typing import Optional
 
-from mtf_switch import compat  # noqa: F401  (t5 imports mesh_tensorflow)
+from mtf_base import compat  # noqa: F401  (t5 imports mesh_tensorflow)
 
 # isort: split
 import seqio

@@ -10,7 +10,7 @@ text. Lengths come from the caller's ``sequence_length`` (t5_mesh_transformer's
 
 import functools
 
-from mtf_switch import compat  # noqa: F401  (t5 imports mesh_tensorflow)
+from mtf_base import compat  # noqa: F401  (t5 imports mesh_tensorflow)
 
 # isort: split
 import seqio

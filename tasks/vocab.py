@@ -39,7 +39,7 @@ _BUILD_LOCK = threading.Lock()
 
 def t5_vocabulary() -> seqio.Vocabulary:
   """T5's default vocabulary (32k pieces + 100 sentinels); lazy: nothing is fetched here."""
-  from mtf_switch import compat  # noqa: F401  (t5 imports mesh_tensorflow)
+  from mtf_base import compat  # noqa: F401  (t5 imports mesh_tensorflow)
 
   # isort: split
   import t5.data

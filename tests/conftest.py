@@ -20,7 +20,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mtf_switch import compat  # noqa: E402,F401
+from mtf_base import compat  # noqa: E402,F401
 
 # Each of these files' tests runs the command line in subprocesses (tens of seconds each).
 # Longest first: the whole suite hands them out first (see below). The files that start from

@@ -16,27 +16,18 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 # Layer -> the project's top-level packages it may import (besides itself).
 ALLOWED_IMPORTS = {
-    "mtf_switch": set(),  # the library: Mesh-TF layers, routers, converters
-    "tasks": set(),  # seqio/T5 task registries
-    "switch_cli": {"mtf_switch", "tasks"},  # the application
+    "mtf_base": set(),  # below every layer: the compat repair, where gin/ is; imports nothing
+    "mtf_switch": {"mtf_base"},  # the library: Mesh-TF layers, routers, converters
+    "tasks": {"mtf_base"},  # seqio/T5 task registries
+    "switch_cli": {"mtf_base", "mtf_switch", "tasks"},  # the application
     # The experiments' code: benchmarks, reproductions, fine-tuning, conversion checks.
-    "switch_experiments": {"mtf_switch", "tasks", "switch_cli"},
+    "switch_experiments": {"mtf_base", "mtf_switch", "tasks", "switch_cli"},
     "tools": {"switch_experiments"},  # the commands: each a thin main over switch_experiments
     "tests": None,  # anything
 }
 
 # (importing file, imported top-level package) -> why it is there and what fixes it.
 KNOWN_VIOLATIONS = {
-    # Issue 28: tasks import the compat repair through the layer package, which runs the whole
-    # of mtf_switch and its patches of mesh-tf; the repair should move where both can import it.
-    ("tasks/__init__.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
-    ("tasks/benchmark_files.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
-    ("tasks/benchmark_tasks.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
-    ("tasks/glue.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
-    ("tasks/objectives.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
-    ("tasks/vocab.py", "mtf_switch"): "issue 28: tasks imports mtf_switch.compat",
-    # Issue 28: the library forwards `python -m mtf_switch.cli` to the application.
-    ("mtf_switch/cli.py", "switch_cli"): "issue 28: the mtf_switch.cli alias imports switch_cli",
 }
 
 
@@ -180,3 +171,62 @@ def test_the_reader_sees_imports_inside_functions(tmp_path):
   module.write_text("import os\n\ndef f():\n  from switch_cli.main import main\n"
                     "  import tasks.vocab as v\n\nfrom . import sibling\n")
   assert imported_top_levels(module) == {"os", "switch_cli", "tasks"}
+
+
+ROOT_NAMES = ("__file__", "REPO", "REPO_ROOT")
+
+
+def finds_gin_from_its_own_file(path: pathlib.Path) -> bool:
+  """Whether the file joins "gin" onto its own ``__file__``, or onto a ``REPO`` root made from
+  one, in one path expression (os.path.join or ``/``): how gin/ was found before mtf_base."""
+  tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+  def is_gin(node):
+    return isinstance(node, ast.Constant) and node.value == "gin"
+
+  def names_a_root(node):
+    # t5.models.__file__ is t5's; paths.REPO is a root made from a __file__ of ours.
+    return any((isinstance(n, ast.Name) and n.id in ROOT_NAMES)
+               or (isinstance(n, ast.Attribute) and n.attr in ROOT_NAMES[1:])
+               for n in ast.walk(node))
+
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("join", "joinpath"):
+      if any(is_gin(a) for a in node.args) and any(names_a_root(a) for a in node.args):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+      if (is_gin(node.right) and names_a_root(node.left)):
+        return True
+  return False
+
+
+def test_gin_directory_is_found_in_one_place():
+  """gin/ is located by mtf_base.paths.gin_dir alone; every other layer asks it."""
+  from mtf_base import paths
+
+  finders = sorted(path.relative_to(REPO).as_posix()
+                   for layer in sorted(set(ALLOWED_IMPORTS) - {"tests"})
+                   for path in layer_files(layer) if finds_gin_from_its_own_file(path))
+  assert finders == ["mtf_base/paths.py"], finders
+  assert pathlib.Path(paths.gin_dir()) == REPO / "gin"
+  assert (REPO / "gin" / "models").is_dir() and (REPO / "gin" / "mesh").is_dir()
+
+
+def test_the_gin_finder_reader_sees_a_join_with_file(tmp_path):
+  module = tmp_path / "m.py"
+  module.write_text("import os\nimport t5\n"
+                    "A = os.path.join(os.path.dirname(t5.__file__), 'gin')\n")
+  assert not finds_gin_from_its_own_file(module)  # another package's gin/, not ours
+  module.write_text("import os\n\ndef f():\n"
+                    "  return os.path.join(os.path.dirname(__file__), '..', 'gin')\n")
+  assert finds_gin_from_its_own_file(module)
+  module.write_text("import pathlib\nREPO = pathlib.Path(__file__).parent\n"
+                    "GIN = REPO / 'gin'\nTAGS = {'gin': 1}\n")
+  assert finds_gin_from_its_own_file(module)
+  module.write_text("import os\nREPO = os.path.dirname(__file__)\n"
+                    "T5 = [os.path.join(t, 'models', 'gin') for t in ['x']]\n")
+  assert not finds_gin_from_its_own_file(module)  # gin/ of another package beside a REPO
+  module.write_text("import os\nREPO = os.path.dirname(__file__)\nTAGS = {'gin': 1}\n")
+  assert not finds_gin_from_its_own_file(module)  # "gin" as a key, not a path
+  module.write_text("import os\nfrom x import paths\nG = os.path.join(paths.REPO, 'gin')\n")
+  assert finds_gin_from_its_own_file(module)  # a root someone else made from __file__

@@ -24,7 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "results" / "README.md"]
 GIN_DIRS = ("models", "mesh", "recipes", "repro")
 CLI_PROGRAMS = ("switch_mesh_transformer",)
-CLI_MODULES = ("switch_cli", "mtf_switch.cli")
+CLI_MODULES = ("switch_cli",)
 
 FENCE = re.compile(r"^```.*?$(.*?)^```", re.MULTILINE | re.DOTALL)
 INLINE = re.compile(r"`([^`\n]+(?:\n[^`\n]+)*)`")

@@ -13,6 +13,13 @@ import gin
 from mtf_switch import seeding
 
 
+@pytest.fixture(autouse=True, scope="module")
+def installed():
+  """The wrapper as the command line installs it (switch_cli.patches); importing mtf_switch
+  alone does not, which tests/test_compat_and_cli.py checks in a fresh process."""
+  seeding.install()
+
+
 @pytest.fixture
 def gin_clean():
   gin.clear_config()
@@ -25,9 +32,10 @@ def _run_config(tmp_path, **kwargs):
   return mtf_utils.tpu_config.RunConfig(model_dir=str(tmp_path), **kwargs)
 
 
-def test_importing_mtf_switch_installs_the_wrapper_once():
+def test_install_wraps_mesh_tfs_tpu_config_once():
   assert isinstance(mtf_utils.tpu_config, seeding.SeededTpuConfig)
   assert seeding.install() is False
+  assert not isinstance(mtf_utils.tpu_config.wrapped, seeding.SeededTpuConfig)
   # Everything else is the real module's.
   assert mtf_utils.tpu_config.TPUConfig is mtf_utils.tpu_config.wrapped.TPUConfig
 

@@ -62,9 +62,17 @@ def _alone(x, weights):
                      {"x": (x, _dims(x.shape[0]))}, weights=weights)
 
 
-def test_importing_mtf_switch_installs_the_wrapper_once():
+@pytest.fixture(autouse=True, scope="module")
+def installed():
+  """The wrapper as the command line installs it (switch_cli.patches); importing mtf_switch
+  alone does not, which tests/test_compat_and_cli.py checks in a fresh process."""
+  summaries.install()
+
+
+def test_install_wraps_serialize_training_step_once():
   assert getattr(mtf_utils.mtf.serialize_training_step, "wraps_for_summaries", False)
   assert summaries.install() is False
+  assert not isinstance(mtf_utils.mtf.wrapped, type(mtf_utils.mtf))
   # Everything else is the package's own.
   assert mtf_utils.mtf.Dimension is mtf.Dimension
 

@@ -19,9 +19,8 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from mtf_switch.convert import gin as gin_lib
+from mtf_switch.convert import imported_gin, structure
 from mtf_switch.convert import names as names_lib
-from mtf_switch.convert import structure
 from mtf_switch.convert.hf_files import SPIECE, HFTensors, check_output_dir, staged_output_dir
 from mtf_switch.convert.spec import ConversionError, ModelSpec, from_hf_config, read_hf_config
 from mtf_switch.convert.tf_checkpoint import StreamingCheckpointWriter
@@ -60,8 +59,8 @@ def check_tensors(spec: ModelSpec, source: HFTensors) -> None:
                             f"the config needs {tuple(want)}")
 
 
-def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_INPUTS_LENGTH,
-            targets_length: int = gin_lib.DEFAULT_TARGETS_LENGTH,
+def convert(hf_dir: str, output_dir: str, inputs_length: int = imported_gin.DEFAULT_INPUTS_LENGTH,
+            targets_length: int = imported_gin.DEFAULT_TARGETS_LENGTH,
             slice_bytes: int = DEFAULT_SLICE_BYTES,
             progress: Optional[Callable[[str], None]] = None,
             dtype: str = "float32") -> ModelSpec:
@@ -91,7 +90,7 @@ def convert(hf_dir: str, output_dir: str, inputs_length: int = gin_lib.DEFAULT_I
   with staged_output_dir(output_dir, prefix=".import-") as work:
     _write(spec, source, work, slice_bytes, progress, dtype)
     with open(os.path.join(work, GIN_FILE), "w") as f:
-      f.write(gin_lib.model_gin(spec, os.path.abspath(hf_dir), inputs_length, targets_length,
+      f.write(imported_gin.model_gin(spec, os.path.abspath(hf_dir), inputs_length, targets_length,
                                 dtype))
     with open(os.path.join(work, HF_CONFIG_COPY), "w") as f:
       json.dump(config, f, indent=2, sort_keys=True)

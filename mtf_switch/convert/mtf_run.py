@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from mtf_switch import compat  # noqa: F401  (before mesh_tensorflow)
+from mtf_base import compat  # noqa: F401  (before mesh_tensorflow)
 from mtf_switch.gin_files import parse_gin
 
 

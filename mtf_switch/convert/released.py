@@ -65,14 +65,13 @@ Where the release differs from the paper (Table 9):
 """
 
 import dataclasses
-
 import os
 
-from mtf_switch.convert import gin as gin_lib
+from mtf_base import paths
+from mtf_switch.convert import imported_gin
 from mtf_switch.convert.spec import ModelSpec, from_hf_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RELEASED_DIR = os.path.join(REPO, "gin", "models", "released")
+RELEASED_DIR = os.path.join(paths.gin_dir(), "models", "released")
 
 _SWITCH_BASE = {
     "model_type": "switch_transformers", "d_ff": 3072, "d_kv": 64, "d_model": 768,
@@ -132,8 +131,8 @@ def released_spec(key: str) -> ModelSpec:
 
 
 def released_gin(key: str) -> str:
-  return gin_lib.model_gin(released_spec(key),
-                           HUB_NAMES[key] + " (config.json; see mtf_switch/convert/released.py)")
+  return imported_gin.model_gin(released_spec(key),
+                                HUB_NAMES[key] + " (config.json; see mtf_switch/convert/released.py)")
 
 
 def main() -> None:

@@ -85,14 +85,12 @@ def _hf_vocab_size(gin, rows: int) -> int:
   return int(size)
 
 
-def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_size: int,
-                  expert_capacity: Optional[int] = None) -> ModelSpec:
-  """Reads the model the gin files build; raises ConversionError for what HF lacks."""
+def _built_model(gin_files: Sequence[str], gin_params: Sequence[str], vocab_size: int):
+  """The Bitransformer the gin files build (parsed as the CLI does; no graph is run)."""
   import tensorflow.compat.v1 as tf
-  from mesh_tensorflow.transformer import transformer, transformer_layers
+  from mesh_tensorflow.transformer import transformer
 
   import gin
-  from mtf_switch import layers, routing
   from mtf_switch.gin_files import parse_gin
   parse_gin(gin_files, gin_params)
   with tf.Graph().as_default(), gin.config_scope(""):
@@ -100,64 +98,85 @@ def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_siz
                                            output_vocab_size=vocab_size, layout="", mesh_shape="")
   if not isinstance(model, transformer.Bitransformer):
     raise ConversionError(f"{type(model).__name__}: only encoder-decoder models export")
-  separate_inputs = not model.shared_embedding
-  if separate_inputs and model.decoder.shared_embedding_and_softmax_weights:
+  if not model.shared_embedding and model.decoder.shared_embedding_and_softmax_weights:
     raise ConversionError("Bitransformer.shared_embedding=False with a tied softmax has no HF "
                           "counterpart (HF ties the input embeddings to the tied softmax)")
-  found = {"ffn": set(), "attention": set(), "switch": set()}
-  sparse = {}
-  for stack_name, stack in (("encoder", model.encoder), ("decoder", model.decoder)):
-    if stack.positional_embedding:
-      raise ConversionError(f"{stack_name}: absolute positional embeddings have no HF "
-                            f"counterpart (T5 uses relative attention only)")
-    kinds = ([transformer_layers.SelfAttention] if stack_name == "encoder" else
-             [transformer_layers.SelfAttention, transformer_layers.EncDecAttention])
-    per_block = len(kinds) + 1
-    stack_layers = stack.layer_stack.layers
-    if len(stack_layers) % per_block:
-      raise ConversionError(f"{stack_name}: {len(stack_layers)} layers are not blocks of "
-                            f"{per_block} (attention..., FFN)")
-    pattern = []
-    for i, layer in enumerate(stack_layers):
-      where = f"{stack_name} layer {i} ({type(layer).__name__})"
-      position = i % per_block
-      if position < len(kinds):
-        if type(layer) is not kinds[position]:
-          raise ConversionError(f"{where}: expected {kinds[position].__name__}")
-        if not layer.fold_scaling_into_initializer:
-          raise ConversionError(f"{where}: fold_scaling_into_initializer=False has no HF twin")
-        if layer.num_memory_heads or layer.shared_kv:
-          raise ConversionError(f"{where}: multi-query / shared k-v attention has no HF twin")
-        rel = layer.relative_attention_type
-        if position == 0 and rel != "bias_shared":
-          raise ConversionError(f"{where}: relative_attention_type={rel!r}; HF's is one "
-                                f"bias per stack ('bias_shared')")
-        found["attention"].add((layer.num_heads, layer.key_value_size,
-                                layer.relative_attention_num_buckets if position == 0 else None))
-      elif type(layer) is transformer_layers.DenseReluDense:
-        if layer.use_bias:
-          raise ConversionError(f"{where}: use_bias=True has no HF counterpart")
-        found["ffn"].add((layer.hidden_size,) + _activation(layer.activation, where))
-        pattern.append(False)
-      elif type(layer) is layers.SwitchFFN:
-        router = layer.router
-        if type(router) is not routing.SwitchRouter:
-          raise ConversionError(f"{where}: router {type(router).__name__} has no HF counterpart "
-                                f"(HF routes top-1, as SwitchRouter does)")
-        if router.num_overflow_choices:
-          raise ConversionError(f"{where}: No-Token-Left-Behind has no HF counterpart")
-        capacity = expert_capacity or layer.fixed_expert_capacity
-        if capacity is None:
-          raise ConversionError(
-              f"{where}: HF needs an absolute expert capacity per sequence; set "
-              f"mtf_switch.SwitchFFN.fixed_expert_capacity or pass --expert_capacity")
-        found["switch"].add((layer.num_experts, capacity, router.jitter_eps,
-                             layer.load_balance_loss_coef, layer.z_loss_coef))
-        found["ffn"].add((layer.hidden_size,) + _activation(layer.activation, where))
-        pattern.append(True)
-      else:
-        raise ConversionError(f"{where}: this layer has no HF counterpart")
-    sparse[stack_name] = tuple(pattern)
+  return model
+
+
+def _read_attention(layer, position: int, where: str, found: dict) -> None:
+  """Checks a block's attention layer (position 0: self-attention) and records its settings
+  in found["attention"]: (heads, key size, relative buckets of the self-attention)."""
+  if not layer.fold_scaling_into_initializer:
+    raise ConversionError(f"{where}: fold_scaling_into_initializer=False has no HF twin")
+  if layer.num_memory_heads or layer.shared_kv:
+    raise ConversionError(f"{where}: multi-query / shared k-v attention has no HF twin")
+  rel = layer.relative_attention_type
+  if position == 0 and rel != "bias_shared":
+    raise ConversionError(f"{where}: relative_attention_type={rel!r}; HF's is one "
+                          f"bias per stack ('bias_shared')")
+  found["attention"].add((layer.num_heads, layer.key_value_size,
+                          layer.relative_attention_num_buckets if position == 0 else None))
+
+
+def _read_ffn(layer, where: str, found: dict, expert_capacity: Optional[int]) -> bool:
+  """Checks a block's FFN and records its settings in found["ffn"] (and found["switch"]);
+  True for a Switch layer."""
+  from mesh_tensorflow.transformer import transformer_layers
+
+  from mtf_switch import layers, routing
+  if type(layer) is transformer_layers.DenseReluDense:
+    if layer.use_bias:
+      raise ConversionError(f"{where}: use_bias=True has no HF counterpart")
+    found["ffn"].add((layer.hidden_size,) + _activation(layer.activation, where))
+    return False
+  if type(layer) is layers.SwitchFFN:
+    router = layer.router
+    if type(router) is not routing.SwitchRouter:
+      raise ConversionError(f"{where}: router {type(router).__name__} has no HF counterpart "
+                            f"(HF routes top-1, as SwitchRouter does)")
+    if router.num_overflow_choices:
+      raise ConversionError(f"{where}: No-Token-Left-Behind has no HF counterpart")
+    capacity = expert_capacity or layer.fixed_expert_capacity
+    if capacity is None:
+      raise ConversionError(
+          f"{where}: HF needs an absolute expert capacity per sequence; set "
+          f"mtf_switch.SwitchFFN.fixed_expert_capacity or pass --expert_capacity")
+    found["switch"].add((layer.num_experts, capacity, router.jitter_eps,
+                         layer.load_balance_loss_coef, layer.z_loss_coef))
+    found["ffn"].add((layer.hidden_size,) + _activation(layer.activation, where))
+    return True
+  raise ConversionError(f"{where}: this layer has no HF counterpart")
+
+
+def _read_stack(stack_name: str, stack, found: dict, expert_capacity: Optional[int]) -> tuple:
+  """A stack's sparse pattern (True per Switch FFN), its blocks (attention..., FFN) checked."""
+  from mesh_tensorflow.transformer import transformer_layers
+  if stack.positional_embedding:
+    raise ConversionError(f"{stack_name}: absolute positional embeddings have no HF "
+                          f"counterpart (T5 uses relative attention only)")
+  kinds = ([transformer_layers.SelfAttention] if stack_name == "encoder" else
+           [transformer_layers.SelfAttention, transformer_layers.EncDecAttention])
+  per_block = len(kinds) + 1
+  stack_layers = stack.layer_stack.layers
+  if len(stack_layers) % per_block:
+    raise ConversionError(f"{stack_name}: {len(stack_layers)} layers are not blocks of "
+                          f"{per_block} (attention..., FFN)")
+  pattern = []
+  for i, layer in enumerate(stack_layers):
+    where = f"{stack_name} layer {i} ({type(layer).__name__})"
+    position = i % per_block
+    if position < len(kinds):
+      if type(layer) is not kinds[position]:
+        raise ConversionError(f"{where}: expected {kinds[position].__name__}")
+      _read_attention(layer, position, where, found)
+    else:
+      pattern.append(_read_ffn(layer, where, found, expert_capacity))
+  return tuple(pattern)
+
+
+def _one_setting_each(found: dict):
+  """(d_ff, activation, gated, num_heads, d_kv, buckets): HF has one of each for every layer."""
   for key in ("ffn", "attention", "switch"):
     values = found[key]
     if key == "attention":
@@ -170,6 +189,23 @@ def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_siz
   buckets = {v[2] for v in found["attention"] if v[2] is not None}
   if len(buckets) != 1:
     raise ConversionError(f"relative attention buckets differ between stacks: {buckets}")
+  return d_ff, activation, gated, num_heads, d_kv, buckets.pop()
+
+
+def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_size: int,
+                  expert_capacity: Optional[int] = None) -> ModelSpec:
+  """Reads the model the gin files build; raises ConversionError for what HF lacks.
+
+  The steps: build the model (``_built_model``), read each stack block by block
+  (``_read_stack``: attention and FFN layers checked, their settings collected), check that
+  every layer has the same settings (``_one_setting_each``), then the ModelSpec.
+  """
+  import gin
+  model = _built_model(gin_files, gin_params, vocab_size)
+  found = {"ffn": set(), "attention": set(), "switch": set()}
+  sparse = {stack_name: _read_stack(stack_name, stack, found, expert_capacity)
+            for stack_name, stack in (("encoder", model.encoder), ("decoder", model.decoder))}
+  d_ff, activation, gated, num_heads, d_kv, buckets = _one_setting_each(found)
   is_switch = bool(found["switch"])
   if is_switch and gated:
     raise ConversionError("gated (GEGLU) FFNs have no counterpart in HF's SwitchTransformers")
@@ -178,12 +214,13 @@ def spec_from_gin(gin_files: Sequence[str], gin_params: Sequence[str], vocab_siz
   except ValueError:
     epsilon = 1e-6
   common = dict(vocab_size=_hf_vocab_size(gin, vocab_size),
-                d_model=model.encoder.model_dim.size, d_kv=d_kv, d_ff=d_ff, num_heads=num_heads, encoder_sparse=sparse["encoder"],
-                decoder_sparse=sparse["decoder"], activation=activation, gated=gated,
+                d_model=model.encoder.model_dim.size, d_kv=d_kv, d_ff=d_ff, num_heads=num_heads,
+                encoder_sparse=sparse["encoder"], decoder_sparse=sparse["decoder"],
+                activation=activation, gated=gated,
                 tied_logits=bool(model.decoder.shared_embedding_and_softmax_weights),
-                separate_input_embeddings=separate_inputs,
+                separate_input_embeddings=not model.shared_embedding,
                 layer_norm_epsilon=float(epsilon),
-                relative_attention_num_buckets=buckets.pop())
+                relative_attention_num_buckets=buckets)
   if not is_switch:
     return ModelSpec(model_type=T5_MODEL_TYPE, **common)
   (experts, capacity, jitter, aux, z), = found["switch"]

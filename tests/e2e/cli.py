@@ -2,7 +2,7 @@
 pre-trained tiny Switch model they share.
 
 ``make_workdir`` writes the E2E_DIR that tests/e2e/e2e_tasks.py reads (corpus, SST-2 TSVs, two
-languages); ``run_cli`` runs ``python -m mtf_switch.cli`` on tests/e2e/tiny_switch_cpu.gin;
+languages); ``run_cli`` runs ``python -m switch_cli`` on tests/e2e/tiny_switch_cpu.gin;
 ``pretrain`` trains, SIGKILLs and resumes that model. ``shared_once`` runs such a build once
 per test session, across pytest-xdist workers: tests/conftest.py's ``pretrained`` fixture
 hands the one checkpoint to every file that needs it (the end-to-end chain, the distillation
@@ -91,11 +91,11 @@ def make_workdir(root):
 
 
 def run_cli(workdir, model_dir, *gin_params, timeout=CLI_TIMEOUT, wait=True, gin_files=()):
-  """``python -m mtf_switch.cli`` on the e2e model and tasks; returns its log (wait=True) or
+  """``python -m switch_cli`` on the e2e model and tasks; returns its log (wait=True) or
   (process, log path). A failed run fails the caller with the log's tail."""
   env = dict(os.environ, E2E_DIR=str(workdir), PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2",
              MTF_SWITCH_CACHE_DIR=str(pathlib.Path(workdir) / "cache"))
-  args = [sys.executable, "-m", "mtf_switch.cli", f"--model_dir={model_dir}",
+  args = [sys.executable, "-m", "switch_cli", f"--model_dir={model_dir}",
           "--module_import=tests.e2e.e2e_tasks", f"--gin_file={GIN}"]
   args += [f"--gin_file={g}" for g in gin_files]
   args += [f"--gin_param={p}" for p in gin_params]
