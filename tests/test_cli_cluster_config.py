@@ -108,3 +108,35 @@ def test_run_config_settings_reach_mesh_tfs_run_config():
   assert FakeUtils.tpu_config is FakeTpuConfigModule
   with pytest.raises(PreflightError, match="save_summary_steps = 0"):
     run_config.bound_settings(save_summary_steps=0)
+
+
+def test_cpu_devices_gives_a_one_process_run_distinct_virtual_devices():
+  settings = run_config.bound_settings(cpu_devices=4)
+  config = settings.pop("session_config")
+  assert settings == {}
+  assert dict(config.device_count) == {"CPU": 4}
+  assert config.allow_soft_placement  # as the Estimator's default session config
+  assert "device_count" not in str(run_config.bound_settings(save_summary_steps=1))
+  with pytest.raises(PreflightError, match="cpu_devices = 0 must be a positive integer"):
+    run_config.bound_settings(cpu_devices=0)
+
+
+def test_cpu_devices_with_a_cluster_is_refused_before_anything_starts():
+  class FakeUtils:
+    @staticmethod
+    def run(**kwargs):
+      raise AssertionError("the run started")
+
+  class FakeMain:
+    utils = FakeUtils
+
+  cluster.install(FakeMain)
+  gin.clear_config()
+  try:
+    gin.bind_parameter("switch_cluster.client", "127.0.0.1:1")
+    gin.bind_parameter("switch_cluster.workers", ["127.0.0.1:2"])
+    gin.bind_parameter("switch_run_config.cpu_devices", 4)
+    with pytest.raises(cluster.ClusterError, match=r"cpu_devices = 4 sets a one-process run"):
+      FakeMain.utils.run(model_dir="m")
+  finally:
+    gin.clear_config()
