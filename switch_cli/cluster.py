@@ -167,12 +167,25 @@ def server_config(devices: int = 1):
   return tf.ConfigProto(device_count={"CPU": devices})
 
 
+# Whether this process started a client server. TensorFlow's teardown of an in-process server
+# at interpreter exit can abort the process (SIGABRT, "terminate called after throwing an
+# instance of ..."), after a run that finished and saved everything, and more often when a
+# session's bounded close left a thread behind; switch_cli.main then leaves with os._exit.
+_client_server_started = False
+
+
+def client_server_started() -> bool:
+  return _client_server_started
+
+
 def start_client_server(cluster: Cluster):
   """This process's own server (job "client", task 0); returns it (its ``target`` is the
   sessions' master)."""
   import tensorflow as tf
 
+  global _client_server_started
   check_client_port_free(cluster)
+  _client_server_started = True
   return tf.distribute.Server(tf.train.ClusterSpec(cluster.cluster_spec()), job_name=CLIENT_JOB,
                               task_index=0, config=server_config(), start=True)
 
