@@ -8,7 +8,8 @@ writes the checkpoints. One description, in gin, serves both commands:
     switch_cluster.workers = ["10.0.0.2:2222", "10.0.0.3:2222"]
     switch_cluster.devices_per_worker = 2            # virtual CPU devices each worker serves
 
-With ``workers`` bound, ``install`` makes mesh-tf's ``utils.run``:
+With ``workers`` bound, ``install`` makes mesh-tf's ``utils.run``, in every mode (``train``,
+``eval``, ``perplexity_eval``, ``infer``, ``score_*``):
 
   * check, before anything is built, that every worker answers (a TCP connect, retried for
     ``connect_timeout_secs``, then the workers' device lists, bounded too): a missing worker is
@@ -20,8 +21,9 @@ With ``workers`` bound, ``install`` makes mesh-tf's ``utils.run``:
     pipeline, mesh-tf's master variables, which it places on "cpu:0") then run in the client,
     so the checkpoints are written here, as in a one-process run;
   * bound every wait: each ``Session.run`` by ``step_timeout_secs`` (ConfigProto
-    ``operation_timeout_in_ms``), session creation by ``connect_timeout_secs``; and stop
-    instead of "recovering": TensorFlow's MonitoredSession treats Unavailable / Aborted as a
+    ``operation_timeout_in_ms``), each session's creation (its first run, when the master
+    asks every worker for its devices) by ``connect_timeout_secs``; and stop instead of
+    "recovering": TensorFlow's MonitoredSession treats Unavailable / Aborted as a
     preemption and recreates its session forever while a worker is down. A failed run is an
     error naming the workers that no longer answer; rerunning the same command once they are
     back resumes from the last checkpoint. Closing the failed session is bounded too.
@@ -33,6 +35,7 @@ import re
 import socket
 import threading
 import time
+import weakref
 from typing import Optional, Sequence
 
 from absl import logging
@@ -164,27 +167,34 @@ def server_config(devices: int = 1):
   return tf.ConfigProto(device_count={"CPU": devices})
 
 
+# Whether this process started a client server. TensorFlow's teardown of an in-process server
+# at interpreter exit can abort the process (SIGABRT, "terminate called after throwing an
+# instance of ..."), after a run that finished and saved everything, and more often when a
+# session's bounded close left a thread behind; switch_cli.main then leaves with os._exit.
+_client_server_started = False
+
+
+def client_server_started() -> bool:
+  return _client_server_started
+
+
 def start_client_server(cluster: Cluster):
   """This process's own server (job "client", task 0); returns it (its ``target`` is the
   sessions' master)."""
   import tensorflow as tf
 
+  global _client_server_started
   check_client_port_free(cluster)
+  _client_server_started = True
   return tf.distribute.Server(tf.train.ClusterSpec(cluster.cluster_spec()), job_name=CLIENT_JOB,
                               task_index=0, config=server_config(), start=True)
 
 
 def session_config(cluster: Cluster):
   """The sessions' ConfigProto: every run bounded, each session's worker state its own."""
-  import tensorflow.compat.v1 as tf
-  from tensorflow.core.protobuf import rewriter_config_pb2
-
-  return tf.ConfigProto(
-      allow_soft_placement=True,  # as the Estimator's default; the devices are checked first
+  return run_config.session_config(
       isolate_session_state=True,  # a rerun never sees a dead client's variables on a worker
-      operation_timeout_in_ms=int(cluster.step_timeout_secs * 1000),
-      graph_options=tf.GraphOptions(rewrite_options=rewriter_config_pb2.RewriterConfig(
-          meta_optimizer_iterations=rewriter_config_pb2.RewriterConfig.ONE)))
+      operation_timeout_in_ms=int(cluster.step_timeout_secs * 1000))
 
 
 def check_worker_devices(cluster: Cluster, target: str) -> None:
@@ -243,9 +253,12 @@ def check_mesh_size(cluster: Cluster, mesh_shape) -> None:
 
 def run_config_settings(cluster: Cluster, master: str) -> dict:
   """What a cluster run adds to mesh-tf's RunConfig (which it builds with no master and no
-  session settings): the client's master, the bounded session config and creation wait."""
-  return {"master": master, "session_config": session_config(cluster),
-          "session_creation_timeout_secs": max(1, int(cluster.connect_timeout_secs))}
+  session settings): the client's master for training and prediction (``infer``, ``eval``,
+  ``score_*``) and for ``Estimator.evaluate`` (``perplexity_eval``), the bounded session
+  config. (RunConfig's ``session_creation_timeout_secs`` bounds only a non-chief worker's
+  wait: the client is the chief; ``_bounded_session_creation`` bounds its wait.)"""
+  return {"master": master, "evaluation_master": master,
+          "session_config": session_config(cluster)}
 
 
 @contextlib.contextmanager
@@ -266,6 +279,57 @@ def _no_session_recovery():
     yield
   finally:
     monitored_session._PREEMPTION_ERRORS, error_handling._IGNORED_ERRORS = recovered, ignored
+
+
+@contextlib.contextmanager
+def _bounded_session_creation(cluster: Cluster):
+  """A session's first graph extension gives up after connect_timeout_secs.
+
+  TensorFlow creates a distributed session lazily, when its first ``run`` sends the graph to
+  the master; the master then asks every worker for its devices and waits for their answers
+  without limit (``operation_timeout_in_ms`` does not apply): a worker that died after the
+  start-up checks, before a session's first run, would hang the run (and it can die between
+  two sessions, e.g. ``eval`` decoding one checkpoint after another). Later extensions of a
+  created session do not wait for workers and run unbounded, with no thread of their own.
+  """
+  import tensorflow.compat.v1 as tf
+  from tensorflow.python.client import session as session_lib
+  from tensorflow.python.client import pywrap_tf_session as tf_session
+
+  extend = session_lib.BaseSession._extend_graph
+  created = weakref.WeakSet()
+  timeout_secs = cluster.connect_timeout_secs
+
+  def bounded_extend(session):
+    if session in created:
+      return extend(session)
+    failure = []
+
+    def create():
+      try:
+        tf_session.ExtendSession(session._session)
+      except Exception as e:  # noqa: BLE001  (re-raised in the caller's thread)
+        failure.append(e)
+
+    # The graph's run lock is held here, not by the thread: if the thread is left waiting,
+    # nothing else in this process waits for it.
+    with session.graph._session_run_lock():
+      thread = threading.Thread(target=create, daemon=True)
+      thread.start()
+      thread.join(timeout_secs)
+    if thread.is_alive():
+      raise tf.errors.DeadlineExceededError(
+          None, None, f"session creation: the cluster's master did not answer in "
+          f"{timeout_secs:g} s (switch_cluster.connect_timeout_secs)")
+    if failure:
+      raise failure[0]
+    created.add(session)
+
+  session_lib.BaseSession._extend_graph = bounded_extend
+  try:
+    yield
+  finally:
+    session_lib.BaseSession._extend_graph = extend
 
 
 # Closing a session deregisters its graphs on every worker, and TensorFlow's master waits for a
@@ -312,7 +376,8 @@ def explain_failure(cluster: Cluster, error: Exception, model_dir: str) -> Clust
   resume = (f"the last checkpoint is {latest}" if latest else "no checkpoint was saved yet")
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   # TensorFlow's first line is often "Graph execution error:"; the line naming a task says more.
-  first_line = next((line for line in lines if "/job:" in line), lines[0] if lines else "")
+  said = [line for line in lines if line != "Graph execution error:"] or lines or [""]
+  first_line = next((line for line in said if "/job:" in line), said[0])
   return ClusterError(
       f"{who}: {how} during the run, which stopped ({type(error).__name__}: {first_line[:300]}). "
       f"{resume.capitalize()}; restart the worker and rerun the same command to resume from it.")
@@ -334,6 +399,11 @@ def install(mesh_transformer_main) -> None:
 
     from switch_cli import preflight
 
+    if "session_config" in settings:
+      raise ClusterError(
+          f"switch_run_config.cpu_devices = {preflight.bound('switch_run_config.cpu_devices')!r}"
+          " sets a one-process run's devices; a cluster run's are its workers' "
+          "(switch_cluster.devices_per_worker): unbind one of them.")
     check_mesh_size(cluster, preflight.bound("utils.run.mesh_shape"))
     wait_for_workers(cluster)
     server = start_client_server(cluster)
@@ -344,7 +414,7 @@ def install(mesh_transformer_main) -> None:
     try:
       settings.update(run_config_settings(cluster, server.target))
       with run_config.overridden(utils, settings), _no_session_recovery(), \
-          _bounded_session_close():
+          _bounded_session_creation(cluster), _bounded_session_close():
         return run(*args, **kwargs)
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError,
             tf.errors.CancelledError, tf.errors.InternalError) as e:

@@ -21,6 +21,7 @@ Each of these that replaces a function of mesh-tf or TensorFlow is listed, with 
 ``switch_cli.patches``, whose ``install`` applies them all.
 """
 
+import os
 import sys
 
 from mtf_base import compat  # noqa: F401  (must precede every t5 / mesh_tensorflow import)
@@ -68,10 +69,48 @@ def main() -> int:
   patches.install(mesh_transformer_main)
   sys.argv[0] = "t5_mesh_transformer"
   try:
-    return mesh_transformer_main.console_entry_point()
+    return _leave_after_cluster_run(mesh_transformer_main.console_entry_point)
   except PreflightError as e:
     print(f"switch_mesh_transformer: error: {e}", file=sys.stderr, flush=True)
     return 1
+
+
+def _leave_after_cluster_run(entry_point) -> int:
+  """Runs the command; after a run over a cluster, ends the process with its exit status
+  through os._exit, skipping the interpreter's teardown of the in-process TensorFlow server
+  (which can abort a process whose run finished: switch_cli.cluster's client_server_started).
+  Without a cluster, the command returns or raises as usual."""
+  from switch_cli import PreflightError, cluster
+
+  try:
+    status = entry_point()
+  except SystemExit as e:
+    if not cluster.client_server_started():
+      raise
+    status = e.code
+  except PreflightError as e:  # ClusterError included: the message alone, status 1
+    if not cluster.client_server_started():
+      raise
+    print(f"switch_mesh_transformer: error: {e}", file=sys.stderr, flush=True)
+    status = 1
+  except BaseException:
+    if not cluster.client_server_started():
+      raise
+    import traceback
+
+    traceback.print_exc()
+    status = 1
+  if not cluster.client_server_started():
+    return status
+  if status is not None and not isinstance(status, int):
+    print(status, file=sys.stderr)  # sys.exit("message") prints its message, exits 1
+    status = 1
+  import logging
+
+  sys.stdout.flush()
+  sys.stderr.flush()
+  logging.shutdown()
+  os._exit(status or 0)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ Replaced only while a run is in ``utils.run`` (restored after it):
     ``tensorflow_estimator.python.estimator.tpu.error_handling._IGNORED_ERRORS`` emptied (a
     dead worker is an error, not a preemption to wait out for ever), and
     ``tensorflow.python.client.session.BaseSession.close`` bounded (closing waits for a dead
-    worker without limit).
+    worker without limit), and ``BaseSession._extend_graph`` bounded on a session's first
+    call (the session's creation, where the master waits for every worker without limit).
 
 Applied when a model's gin file asks for it (``import mtf_switch.convert.vocab_mask``, which
 ``python -m mtf_switch.convert from-hf`` writes when it pads the vocabulary), in the command

@@ -3,16 +3,13 @@
 Workers are ``python -m switch_cli.worker`` processes on 127.0.0.1 ports picked free
 (switch_cli.local_cluster), started and killed here; every wait is bounded. The model is
 gin/models/switch_tiny.gin at short sequences, its experts laid over the workers
-(gin/mesh/cluster_expert_data.gin: batch:4 = 2 workers x 2 devices, experts over batch).
+(gin/mesh/cluster_expert_data.gin: batch:4 = 2 workers x 2 devices, experts over batch);
+tests/e2e/cluster_runs.py starts the runs. eval and infer: tests/test_cli_cluster_modes.py.
 """
 
-import os
 import pathlib
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -20,63 +17,18 @@ import pytest
 
 from switch_cli.local_cluster import LocalCluster, free_ports
 from tests.e2e import cli
+from tests.e2e.cluster_runs import (ONE_PROCESS, RUN, RUN_TIMEOUT, finish, losses, probed_run,
+                                    run_cli, start_cli)
 
 # Every test starts the command line (several minutes each under load): the slow tier.
 pytestmark = pytest.mark.slow
-REPO = cli.REPO
 STEPS = 20
-# Deterministic on both sides: one init seed, one data order, the argmax router (no jitter
-# noise: Mesh-TF's placement-mesh random ops are not repeatable across processes), no dropout
-# (t5_tiny.gin), and the loss summarised at every step.
-RUN = ['MIXTURE_NAME = "e2e_text_span_corruption"', 'utils.run.mode = "train"',
-       'utils.run.sequence_length = {"inputs": 32, "targets": 8}',
-       'utils.run.batch_size = ("sequences_per_batch", 8)',
-       "mtf_switch.init_seed.seed = 3", "mesh_train_dataset_fn.seed = 1",
-       'mtf_switch.SwitchFFN.router_policy_train = "argmax"',
-       "switch_run_config.save_summary_steps = 1", "switch_run_config.log_step_count_steps = 1"]
-ONE_PROCESS_DEVICES = 'utils.run.mesh_devices = ["cpu:0", "cpu:1", "cpu:2", "cpu:3"]'
-# A limit against a hung run, not a speed check (20 steps took 3.5 min under load 7).
-RUN_TIMEOUT = 1200
+VIRTUAL_CPUS = [f"/job:localhost/replica:0/task:0/device:CPU:{i}" for i in range(4)]
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   return cli.make_workdir(tmp_path_factory.mktemp("cluster"))
-
-
-def start_cli(workdir, model_dir, *gin_params):
-  """Starts switch_mesh_transformer on switch_tiny over the cluster mesh; (process, log)."""
-  env = dict(os.environ, E2E_DIR=str(workdir), PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2",
-             MTF_SWITCH_CACHE_DIR=str(pathlib.Path(workdir) / "cache"))
-  args = [sys.executable, "-m", "switch_cli", f"--model_dir={model_dir}",
-          "--module_import=tests.e2e.e2e_tasks", "--gin_file=models/switch_tiny.gin",
-          "--gin_file=mesh/cluster_expert_data.gin"] + [f"--gin_param={p}" for p in gin_params]
-  log_path = f"{model_dir}.log"
-  with open(log_path, "a") as log:
-    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-  return process, log_path
-
-
-def finish(process, log_path, timeout=RUN_TIMEOUT):
-  """Waits (bounded) for the run; (exit status, its log). A run past the limit is killed."""
-  try:
-    process.wait(timeout=timeout)
-  except subprocess.TimeoutExpired:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    raise
-  return process.returncode, pathlib.Path(log_path).read_text(errors="replace")
-
-
-def run_cli(workdir, model_dir, *gin_params, timeout=RUN_TIMEOUT):
-  status, log = finish(*start_cli(workdir, model_dir, *gin_params), timeout=timeout)
-  assert status == 0, log[-4000:]
-  return log
-
-
-def losses(model_dir):
-  return cli.run_results.read_scalars(str(model_dir))["loss"]
 
 
 def test_training_over_two_workers_equals_one_process(workdir, tmp_path):
@@ -85,11 +37,17 @@ def test_training_over_two_workers_equals_one_process(workdir, tmp_path):
   checkpoint, and a one-process run resumes from it."""
   on_cluster, one_process = tmp_path / "cluster", tmp_path / "one_process"
   with LocalCluster(workers=2, devices_per_worker=2, log_dir=str(tmp_path)) as local:
-    log = run_cli(workdir, on_cluster, *RUN, f"utils.run.train_steps = {STEPS}",
-                  *local.gin_params())
+    log, cluster_devices = probed_run(workdir, on_cluster, *RUN,
+                                      f"utils.run.train_steps = {STEPS}", *local.gin_params())
   # The mesh's slices ran in the workers: the placement was the cluster's.
   assert "'/job:worker/task:1/device:CPU:1'" in log
-  run_cli(workdir, one_process, *RUN, f"utils.run.train_steps = {STEPS}", ONE_PROCESS_DEVICES)
+  worker_devices = {d for d in cluster_devices if "/job:worker/" in d}
+  assert worker_devices == {f"/job:worker/replica:0/task:{t}/device:CPU:{d}"
+                            for t in range(2) for d in range(2)}, cluster_devices
+  _, reference_devices = probed_run(workdir, one_process, *RUN,
+                                    f"utils.run.train_steps = {STEPS}", *ONE_PROCESS)
+  # The reference's slices ran on 4 distinct devices, not soft-placed onto one.
+  assert reference_devices == VIRTUAL_CPUS, reference_devices
 
   cluster_losses, reference = losses(on_cluster), losses(one_process)
   steps = list(range(1, STEPS + 1))
@@ -101,8 +59,7 @@ def test_training_over_two_workers_equals_one_process(workdir, tmp_path):
   # The checkpoint, written by the client, loads in a one-process run that trains on from it.
   resumed = tmp_path / "resumed"
   shutil.copytree(on_cluster, resumed)
-  log = run_cli(workdir, resumed, *RUN, f"utils.run.train_steps = {STEPS + 2}",
-                ONE_PROCESS_DEVICES)
+  log = run_cli(workdir, resumed, *RUN, f"utils.run.train_steps = {STEPS + 2}", *ONE_PROCESS)
   assert re.search(rf"Restoring parameters from \S*model\.ckpt-{STEPS}\b", log), log[-3000:]
   assert cli.checkpoint_steps(resumed)[-1] == STEPS + 2
 
@@ -153,3 +110,26 @@ def test_worker_killed_mid_training_stops_the_run_and_a_rerun_resumes(workdir, t
   after = cli.checkpoint_steps(model_dir)
   assert after[-1] == 30
   assert before[-1] in after  # the checkpoint resumed from is kept
+
+
+def test_worker_killed_after_the_checks_before_the_session_is_named_in_bounded_time(
+    workdir, tmp_path):
+  """Worker 1 killed right after the client's start-up checks pass (tests/e2e/
+  kill_after_probe.py), while the graph is built: the session's creation, where TensorFlow's
+  master waits for every worker without limit, gives up after connect_timeout_secs and the run
+  stops with an error naming the worker."""
+  model_dir = tmp_path / "model"
+  with LocalCluster(workers=2, devices_per_worker=2, log_dir=str(tmp_path)) as local:
+    process, log_path = start_cli(
+        workdir, model_dir, *RUN, "utils.run.train_steps = 2", *local.gin_params(),
+        "switch_cluster.connect_timeout_secs = 5", module_imports=["tests.e2e.kill_after_probe"],
+        env={"KILL_AFTER_PROBE_PGID": str(local.processes[1].pid)})
+    # Bounded: graph building (about a minute under load), 5 s, the 10 s bounded close.
+    status, log = finish(process, log_path, timeout=600)
+  assert "kill_after_probe: the checks passed" in log, log[-3000:]
+  assert status == 1, log[-3000:]
+  error = log.split("switch_mesh_transformer: error:")[-1]
+  assert f"worker task 1 at {local.workers[1]}: no longer answers" in error, log[-3000:]
+  assert "did not answer in 5 s (switch_cluster.connect_timeout_secs)" in error, log[-3000:]
+  assert local.workers[0] not in error  # the live worker is not blamed
+  assert not cli.checkpoint_steps(model_dir)  # no step ran

@@ -108,3 +108,93 @@ def test_run_config_settings_reach_mesh_tfs_run_config():
   assert FakeUtils.tpu_config is FakeTpuConfigModule
   with pytest.raises(PreflightError, match="save_summary_steps = 0"):
     run_config.bound_settings(save_summary_steps=0)
+
+
+def test_cpu_devices_gives_a_one_process_run_distinct_virtual_devices():
+  settings = run_config.bound_settings(cpu_devices=4)
+  config = settings.pop("session_config")
+  assert settings == {}
+  assert dict(config.device_count) == {"CPU": 4}
+  assert config.allow_soft_placement  # as the Estimator's default session config
+  assert "device_count" not in str(run_config.bound_settings(save_summary_steps=1))
+  with pytest.raises(PreflightError, match="cpu_devices = 0 must be a positive integer"):
+    run_config.bound_settings(cpu_devices=0)
+
+
+def test_cpu_devices_with_a_cluster_is_refused_before_anything_starts():
+  class FakeUtils:
+    @staticmethod
+    def run(**kwargs):
+      raise AssertionError("the run started")
+
+  class FakeMain:
+    utils = FakeUtils
+
+  cluster.install(FakeMain)
+  gin.clear_config()
+  try:
+    gin.bind_parameter("switch_cluster.client", "127.0.0.1:1")
+    gin.bind_parameter("switch_cluster.workers", ["127.0.0.1:2"])
+    gin.bind_parameter("switch_run_config.cpu_devices", 4)
+    with pytest.raises(cluster.ClusterError, match=r"cpu_devices = 4 sets a one-process run"):
+      FakeMain.utils.run(model_dir="m")
+  finally:
+    gin.clear_config()
+
+
+class _Exited(Exception):
+  def __init__(self, status):
+    super().__init__(status)
+    self.status = status
+
+
+@pytest.fixture
+def exits(monkeypatch):
+  """os._exit replaced by an exception carrying the status."""
+  from switch_cli import main as main_lib
+
+  def fake_exit(status):
+    raise _Exited(status)
+
+  monkeypatch.setattr(main_lib.os, "_exit", fake_exit)
+  import logging
+
+  monkeypatch.setattr(logging, "shutdown", lambda: None)  # pytest's own handlers stay open
+  return main_lib._leave_after_cluster_run
+
+
+def _raise(error):
+  def entry_point():
+    raise error
+  return entry_point
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_after_a_cluster_run_the_process_leaves_through_os_exit(exits, monkeypatch, started):
+  """A run over a cluster ends through os._exit with the command's status (skipping the
+  in-process server's teardown, which can abort a finished run); a one-process run returns
+  or raises as before."""
+  monkeypatch.setattr(cluster, "_client_server_started", started)
+  cases = [(lambda: 0, 0), (_raise(SystemExit(0)), 0), (_raise(SystemExit(3)), 3),
+           (_raise(SystemExit("bad flag")), 1), (_raise(RuntimeError("boom")), 1),
+           (_raise(cluster.ClusterError("worker 1 at 127.0.0.1:1 failed")), 1)]
+  for entry_point, status in cases:
+    if started:
+      with pytest.raises(_Exited) as left:
+        exits(entry_point)
+      assert left.value.status == status
+    else:
+      try:
+        returned = exits(entry_point)
+      except BaseException as e:  # noqa: BLE001  (re-raised unchanged without a cluster)
+        assert not isinstance(e, _Exited)
+      else:
+        assert returned == status
+
+
+def test_a_cluster_error_after_the_server_started_prints_the_message(exits, monkeypatch,
+                                                                     capsys):
+  monkeypatch.setattr(cluster, "_client_server_started", True)
+  with pytest.raises(_Exited):
+    exits(_raise(cluster.ClusterError("worker 1 at 127.0.0.1:1 failed")))
+  assert "switch_mesh_transformer: error: worker 1 at 127.0.0.1:1 failed" in capsys.readouterr().err
