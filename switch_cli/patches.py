@@ -35,6 +35,12 @@ life of the process):
     mesh-tf it means "every checkpoint as it appears", so these modes never ended.
   * ``utils.write_lines_to_file`` (``switch_cli.infer``): lines as UTF-8 text; mesh-tf wrote
     ``str(bytes)``, ``b'...'`` literals.
+  * ``mesh_tensorflow.transformer.attention.attention``: ``mtf_switch.attention_layout``'s,
+    the same function with q, k and v transposed heads-major so that each of its products is
+    a plain batched matmul (mesh-tf's layout made TensorFlow's CPU einsum transpose 5-D
+    operands around every one; the Switch LM's step was 1.22x slower). Library users who
+    build models in their own process call ``mtf_switch.attention_layout.install()``;
+    ``SWITCH_ATTENTION_LAYOUT=mesh_tf`` in the environment keeps mesh-tf's (for benchmarks).
 
 Replaced only while a run is in ``utils.run`` (restored after it):
 
@@ -63,8 +69,10 @@ hook on ``TPUEstimator.train``, ``utils.run`` replaced by a replay, ``mtf.Operat
 recording its builder); docs/ARCHITECTURE.md lists them.
 """
 
+import os
+
 from mtf_base import compat
-from mtf_switch import seeding, summaries
+from mtf_switch import attention_layout, seeding, summaries
 from switch_cli import cluster, dtypes, gin_parse, infer, preflight
 
 # (module, attribute) that ``install`` replaces for the life of the process, in the order above.
@@ -77,6 +85,7 @@ INSTALLED = (
     ("mesh_tensorflow.transformer.utils", "score_from_strings"),
     ("mesh_tensorflow.transformer.utils", "score_from_dataset"),
     ("mesh_tensorflow.transformer.utils", "write_lines_to_file"),
+    ("mesh_tensorflow.transformer.attention", "attention"),
 )
 
 # mesh-tf's utils module -> the dtype request its installed parse step records.
@@ -104,5 +113,7 @@ def install(mesh_transformer_main) -> dtypes.RequestedDtypes:
   cluster.install(mesh_transformer_main)  # inside the pre-flight checks: they run first
   preflight.install(mesh_transformer_main, before_run=requested.restore)
   infer.install()  # infer/score: one checkpoint (default the latest), UTF-8 text, then exit
+  if attention_layout.use_heads_major(os.environ):
+    attention_layout.install()
   _installed[utils] = requested
   return requested

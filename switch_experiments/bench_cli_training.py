@@ -23,6 +23,8 @@ Variants:
                       (its defaults.gin splits a step at 2048 tokens per microbatch)
   onednn_off          default with TF_ENABLE_ONEDNN_OPTS=0: TensorFlow's own kernels (the
                       command sets 1 unless the user set it)
+  mesh_tf_attention   default with mesh-tf's own attention (SWITCH_ATTENTION_LAYOUT=mesh_tf),
+                      not the heads-major one the command installs
   A+B                 step variants together, e.g. one_microbatch+onednn_off
   packed              Switch only: the experts run on the filled capacity slots only
                       (mtf_switch.SwitchFFN.skip_empty_slots = True, packed_experts)
@@ -64,6 +66,9 @@ STEP_VARIANTS = {
     # Without oneDNN's kernels, which the command turns on (switch_cli) and TensorFlow 2.15
     # alone leaves off on this project's AMD CPU.
     "onednn_off": (None, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    # Mesh-tf's own attention instead of the heads-major one the command installs
+    # (mtf_switch.attention_layout).
+    "mesh_tf_attention": (None, {"SWITCH_ATTENTION_LAYOUT": "mesh_tf"}),
 }
 VARIANTS = ("one_hot_embedding", "default", "xla", *SWITCH_VARIANTS, *STEP_VARIANTS)
 

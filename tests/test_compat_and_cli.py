@@ -56,14 +56,14 @@ from tensorflow.python.client import session
 from tensorflow.python.training import monitored_session
 from tensorflow_estimator.python.estimator.tpu import error_handling
 import mesh_tensorflow
-from mesh_tensorflow.transformer import transformer, utils
+from mesh_tensorflow.transformer import attention, transformer, utils
 from t5.models import mesh_transformer_main
 from switch_cli import patches
 
 PROJECT = ("mtf_base", "mtf_switch", "switch_cli", "tasks", "tests")
 NAMESPACES = {"ops": ops, "BaseSession": session.BaseSession,
               "monitored_session": monitored_session, "error_handling": error_handling,
-              "mesh_tensorflow": mesh_tensorflow, "utils": utils,
+              "mesh_tensorflow": mesh_tensorflow, "utils": utils, "attention": attention,
               "Unitransformer": transformer.Unitransformer}
 
 def is_project(value):
@@ -109,7 +109,7 @@ def test_importing_mtf_switch_patches_nothing_but_the_compat_repair():
   assert report["unchanged_by_install"] == []
   # install() replaces exactly what switch_cli/patches.py lists in INSTALLED, once.
   assert report["owned_after_install"] == sorted(
-      f"utils.{name}" for module, name in patches_installed())
+      f"{module.rsplit('.', 1)[-1]}.{name}" for module, name in patches_installed())
   assert report["changed_by_second_install"] == []
   assert report["second_install_same_request"]
 
