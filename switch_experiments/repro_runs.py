@@ -208,8 +208,9 @@ def _evaluated(model_dir: str, settings: dict) -> dict:
   return dict(run_results.perplexity_evaluations(model_dir).get(name, {}))
 
 
-def evaluate(variant: Variant, settings: dict, output_dir: str) -> dict:
-  """Eval neg log perplexity of every checkpoint, {step: value}; evaluates only new ones.
+def evaluate(variant: Variant, settings: dict, output_dir: str, from_step: int = 0) -> dict:
+  """Eval neg log perplexity of every checkpoint at or after ``from_step``, {step: value};
+  evaluates only new ones.
 
   The sample is fixed: the task's validation split, read through the training input pipeline
   with a fixed seed (same order and span noise for every model and checkpoint), and
@@ -218,7 +219,7 @@ def evaluate(variant: Variant, settings: dict, output_dir: str) -> dict:
   model_dir = os.path.join(output_dir, variant.name)
   path = _eval_record(model_dir, settings)
   results = _read_json(path)
-  steps = run_results.checkpoint_steps(model_dir)
+  steps = [s for s in run_results.checkpoint_steps(model_dir) if s >= from_step]
   if all(s in results for s in steps):
     return results
   # Evaluations an interrupted earlier invocation finished are in the events already.

@@ -2,15 +2,16 @@
 
 The README's main command. Both models (gin/models/switch_tiny_lm.gin with 16 experts in
 every other FFN, gin/models/t5_tiny_lm.gin: the same 4-layer decoder, every expert as wide as
-the dense FFN, so a token costs the same FLOPs but for the router) train on the same data, in
+the dense FFN, so a token costs the same FLOPs but for the router; the experts initialised
+as the dense FFN is, gin/repro/twin_init.gin) train on the same data, in
 the same order, from seeded weights, on the headline run's corpus and schedule, through
 ``switch_mesh_transformer``. Every checkpoint is evaluated on the same validation batches.
 It prints a progress bar, then both models' validation negative log perplexity, the gap
 against the seed spread the committed pilot measured for this very command, the committed
 headline figure with its command, and writes a plot of both curves.
 
-    python tools/switch_vs_dense.py                 # the main command (~9 min on 2 cores)
-    python tools/switch_vs_dense.py --steps 1000    # long enough for Switch to pull ahead
+    python tools/switch_vs_dense.py                 # the main command (~8 min on 2 cores)
+    python tools/switch_vs_dense.py --steps 1000    # longer: the gap as it grows
     python tools/switch_vs_dense.py --seed 2        # another initialisation and data order
     python tools/switch_vs_dense.py --pilot         # seeds 1-3: results/switch_vs_dense_pilot/
     python tools/switch_vs_dense.py --full_comparison   # the headline run (hours, resumable)
@@ -35,12 +36,15 @@ FULL_COMPARISON = "--full_comparison"
 TASK = repro_speedup.TASK  # all the English text of ../shared/data
 FALLBACK_TASK = "switch_default_corpus_full_lm"  # embedded, needs no shared data
 EXPERTS = 16
-# By the pilot's timing rule (results/switch_vs_dense_pilot/RULE.md), read before any quality:
-# a 200-step run of this command took 816 s on this project's 2-core machine (2026-12-03,
-# nearly quiet): Switch 1.31 s/step, dense 1.08 s/step, ~300 s of start-up and evaluation,
-# so 9.5 minutes hold (570 - 300) / 2.39 = 113 steps: 100.
+# By the pilot's timing rule (results/switch_vs_dense_pilot/RULE.md), fixed before the
+# pilot's quality was read: from a quiet 200-step run of this design (2026-12-03, 18:32-18:46
+# UTC), a run of N steps costs about 306 + 2.243 N seconds (Switch 1.166 s/step, dense 1.077,
+# ~91 s of training start-up, ~180 s for four evaluations per model, ~35 s between
+# processes); the largest multiple of 20 steps within 9 minutes is 100.
 STEPS = 100
-EVALUATIONS = 5  # checkpoints evaluated after step 0, evenly spaced
+# Checkpoints evaluated, evenly spaced after step 0 (step 0 is not evaluated: both models
+# start at ~-9.6, and each evaluation costs ~20 s of the 10 minutes).
+EVALUATIONS = 4
 BATCH_SIZE = 32
 EVAL_BATCHES = 16
 PILOT_SEEDS = (1, 2, 3)
@@ -51,7 +55,7 @@ HEADLINE_DIR = os.path.join(REPO, "results", repro_speedup.SCRIPT)
 def variants(seed: int, experts: int = EXPERTS) -> list:
   """The two models of one run: Switch first (the slower one: its speed sets the ETA)."""
   schedule = (repro_speedup.SCHEDULE_GIN,)
-  return [Variant("switch", (repro_speedup.SWITCH_GIN, *schedule),
+  return [Variant("switch", (repro_speedup.SWITCH_GIN, *schedule, repro_speedup.TWIN_INIT_GIN),
                   (f"mtf_switch.SwitchFFN.num_experts = {experts}",),
                   f"Switch, {experts} experts", data_seed=seed),
           Variant("dense", (repro_speedup.DENSE_GIN, *schedule), (), "dense twin",
@@ -163,10 +167,11 @@ def run_once(flags, seed: int, output_dir: str) -> dict:
   started = time.time()
   results, curves = [], {}
   for variant in models:
-    model_started = time.time()
     repro_runs.train(variant, settings, output_dir, on_step=bar)
-    train_seconds = time.time() - model_started
-    quality = repro_runs.evaluate(variant, settings, output_dir)
+    # The seconds its training took (train_seconds.json), also when an earlier invocation
+    # trained it.
+    train_seconds = max(repro_runs.train_seconds(variant, output_dir).values(), default=0.0)
+    quality = repro_runs.evaluate(variant, settings, output_dir, from_step=1)
     curves[variant.name] = sorted(quality.items())
     final_step = max(s for s in quality if s <= flags.steps)
     results.append({"model": variant.name, "description": variant.description,

@@ -48,8 +48,13 @@ def test_full_comparison_hands_the_other_arguments_to_the_headline_script(no_cli
 def test_both_models_train_from_one_seed_on_one_schedule(no_cli, tmp_path, monkeypatch,
                                                          capsys):
   quality = {"switch": -4.9, "dense": -5.0}
-  monkeypatch.setattr(repro_runs, "evaluate",
-                      lambda variant, settings, out: {0: -9.0, 10: quality[variant.name]})
+  asked_from = []
+
+  def evaluate(variant, settings, out, from_step=0):
+    asked_from.append(from_step)
+    return {10: quality[variant.name]}
+
+  monkeypatch.setattr(repro_runs, "evaluate", evaluate)
   argv = ["--steps", "10", "--seed", "7", "--output_dir", str(tmp_path),
           "--pilot_dir", str(tmp_path / "no_pilot")]
   assert switch_vs_dense.main(argv) == 0
@@ -61,6 +66,10 @@ def test_both_models_train_from_one_seed_on_one_schedule(no_cli, tmp_path, monke
     assert "mesh_train_dataset_fn.seed = 7" in params  # the data order
     assert "utils.run.train_steps = 10" in params
   assert "mtf_switch.SwitchFFN.num_experts = 16" in no_cli[0][2]
+  # Only the Switch twin gets the dense FFN's init scale; step 0 is never evaluated.
+  assert "repro/twin_init.gin" in no_cli[0][1]
+  assert "repro/twin_init.gin" not in no_cli[1][1]
+  assert asked_from == [1, 1]
   out = capsys.readouterr().out
   assert "Switch - dense = +0.1000 nats. No committed pilot" in out
   assert '"gap": 0.1' in out
