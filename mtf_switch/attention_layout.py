@@ -29,6 +29,12 @@ from mesh_tensorflow.transformer import attention as mtf_attention
 MESH_TF_ATTENTION = mtf_attention.attention
 
 
+def shared_dims(q_shape: mtf.Shape, memory_shape: mtf.Shape, key_dim: mtf.Dimension) -> list:
+  """The dims q shares with the memory but the channel, in the memory's order (e.g. [batch,
+  heads]): the leading, batch dimensions of every heads-major product."""
+  return [d for d in memory_shape.dims if d in q_shape.dims and d != key_dim]
+
+
 def heads_major_order(q_shape: mtf.Shape, memory_shape: mtf.Shape, key_dim: mtf.Dimension):
   """The dims of q reordered: those q shares with the memory first (in the memory's order),
   then q's own (its length), then ``key_dim``.
@@ -40,7 +46,7 @@ def heads_major_order(q_shape: mtf.Shape, memory_shape: mtf.Shape, key_dim: mtf.
   Returns:
     a list of mtf.Dimension, e.g. [batch, heads, length, d_kv].
   """
-  shared = [d for d in memory_shape.dims if d in q_shape.dims and d != key_dim]
+  shared = shared_dims(q_shape, memory_shape, key_dim)
   own = [d for d in q_shape.dims if d not in shared and d != key_dim]
   return shared + own + [key_dim]
 
@@ -75,7 +81,7 @@ def attention(q, k, v, memory_length_dim, key_dim, value_dim, bias=None, dropout
       context, q, k, v, bias, [key_dim, value_dim])
   outputs_shape = q.shape - key_dim + value_dim
   q_order = heads_major_order(q.shape, k.shape, key_dim)
-  shared = q_order[:len([d for d in k.shape.dims if d in q.shape.dims and d != key_dim])]
+  shared = shared_dims(q.shape, k.shape, key_dim)
   q = mtf.transpose(q, q_order)
   k = mtf.transpose(k, _memory_order(k.shape, shared, memory_length_dim, key_dim))
   v = mtf.transpose(v, _memory_order(v.shape, shared, memory_length_dim, value_dim))
