@@ -96,6 +96,8 @@ class DispatchPlan:
     path: "einsum" or "gather".
     packed_experts: gather path only: run the expert FFN on the filled slots only
       (``packed_experts``).
+    batched_experts: run the expert FFN on every slot as batched matmuls over each device's
+      slots (``packed_experts.batched_expert_ffn``) instead of Mesh-TF einsums.
     experts_are_split: the layout puts the experts dimension on a mesh dimension, so the
       slot tensor is re-split over experts by an all-to-all.
   """
@@ -103,11 +105,13 @@ class DispatchPlan:
   path: str
   packed_experts: bool
   experts_are_split: bool
+  batched_experts: bool = False
 
 
 def plan_dispatch(requested: str, *, model_split: int, groups_split: int,
                   experts_are_split: bool, experts_can_pack: bool,
-                  skip_empty_slots: bool, model_dim_name: str = "d_model") -> DispatchPlan:
+                  skip_empty_slots: bool, batch_expert_slots: bool = True,
+                  model_dim_name: str = "d_model") -> DispatchPlan:
   """The one place that picks the dispatch path and every fallback.
 
   Args:
@@ -118,6 +122,7 @@ def plan_dispatch(requested: str, *, model_split: int, groups_split: int,
     experts_can_pack: the expert computation has a filled-slots-only variant, and the
       layout keeps its inner dimensions whole on each device (``packed_experts``).
     skip_empty_slots: the layer's setting: use that variant when it is allowed.
+    batch_expert_slots: the layer's setting: allow rule 4.
     model_dim_name: the name of d_model, for the error message.
 
   Rules, in order:
@@ -129,6 +134,11 @@ def plan_dispatch(requested: str, *, model_split: int, groups_split: int,
        replicated across devices holding different groups: the packed FFN is a slicewise
        op whose gradient is TensorFlow's per device, so pure data parallelism (groups split,
        experts not) would need an all-reduce of the weight gradients it does not do.
+    4. Otherwise, on either path and under the same conditions but for the filled slots
+       (outside TPU computations, experts that can pack, groups whole per expert weight,
+       d_model whole), the expert FFN runs on every slot as batched matmuls
+       (``batched_experts``); the Mesh-TF einsums over the slots remain for every other
+       layout and inside TPU computations, where the paper's einsums feed the matrix units.
 
   Raises:
     ValueError: naming the value, for an unknown path or "gather" on a split d_model.
@@ -141,9 +151,11 @@ def plan_dispatch(requested: str, *, model_split: int, groups_split: int,
           f"'{model_dim_name}' {model_split} ways (use dispatch_path='einsum')")
     path = "einsum"
   groups_whole = experts_are_split or groups_split == 1
-  packed = (path == "gather" and skip_empty_slots and experts_can_pack and groups_whole
-            and not building_for_tpu())
-  return DispatchPlan(path=path, packed_experts=packed, experts_are_split=experts_are_split)
+  per_device = experts_can_pack and groups_whole and not building_for_tpu()
+  packed = path == "gather" and skip_empty_slots and per_device
+  batched = batch_expert_slots and not packed and per_device and model_split == 1
+  return DispatchPlan(path=path, packed_experts=packed, experts_are_split=experts_are_split,
+                      batched_experts=batched)
 
 
 def _slot_tensor(values: mtf.Tensor, expert: mtf.Tensor, slot: mtf.Tensor,

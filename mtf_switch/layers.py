@@ -191,6 +191,7 @@ class _RoutedExperts(transformer.TransformerLayer):
                summaries: bool = True,
                dispatch_path: str = "auto",
                skip_empty_slots: Union[bool, str] = "auto",
+               batch_expert_slots: bool = True,
                fixed_expert_capacity: Optional[int] = None,
                **router_keywords):
     """Configures the layer; every value is checked here, before any TensorFlow op.
@@ -221,6 +222,10 @@ class _RoutedExperts(transformer.TransformerLayer):
         False; "auto" (the default) packs only experts large enough for it to pay
         (``packed_experts.PACKED_MIN_WEIGHT_ELEMENTS``): small experts run faster as one
         Mesh-TF einsum over every slot than as the packed FFN's many small matmuls.
+      batch_expert_slots: outside TPU computations, where the packed FFN is not used but the
+        layout would allow it, run the expert FFN on every slot as batched matmuls over each
+        device's slots (``packed_experts.batched_expert_ffn``; the same results, plain
+        matmuls where Mesh-TF's einsums transpose). False keeps Mesh-TF's einsums.
       fixed_expert_capacity: None (capacity from the capacity factors), or an absolute number
         of slots per expert per group, used in training and evaluation alike (Hugging Face's
         ``expert_capacity``; with ``group_size`` = the sequence length it is HF's routing).
@@ -247,6 +252,7 @@ class _RoutedExperts(transformer.TransformerLayer):
     dispatch_lib.check_path(dispatch_path)
     self.dispatch_path = dispatch_path
     self.skip_empty_slots = settings.boolean_or_auto("skip_empty_slots", skip_empty_slots)
+    self.batch_expert_slots = settings.boolean("batch_expert_slots", batch_expert_slots)
     self.router = build_router(
         router, self._default_router, self.init_scale,
         router_policy_train=router_policy_train, router_policy_eval=router_policy_eval,
@@ -257,11 +263,13 @@ class _RoutedExperts(transformer.TransformerLayer):
   # --- what subclasses provide ---------------------------------------------------------
 
   def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype,
-                          filled_slots=None):
+                          filled_slots=None, batched=False):
     """[experts, groups, capacity, d_model] -> [experts, groups, capacity, out_dim].
 
     filled_slots: None, or [experts, groups] filled-slot counts; when given, the computation
     may skip the empty slots (whose outputs must then be zero).
+    batched: the plan allows each device's slots to run as one batch of rows
+      (``DispatchPlan.batched_experts``); experts that cannot pack never see it set.
     """
     raise NotImplementedError
 
@@ -379,7 +387,8 @@ class _RoutedExperts(transformer.TransformerLayer):
         # dimensions on it, and without the all-to-all the experts and groups would share it.
         experts_are_split=_has_mesh_dim(layout, mesh_shape, dims.experts),
         experts_can_pack=self._experts_can_pack(layout, mesh_shape),
-        skip_empty_slots=self._skips_empty_slots(model_dim), model_dim_name=model_dim.name)
+        skip_empty_slots=self._skips_empty_slots(model_dim),
+        batch_expert_slots=self.batch_expert_slots, model_dim_name=model_dim.name)
     return group_plan, dims, plan
 
   def _einsum_path(self, grouped, route, dims, plan, train, variable_dtype):
@@ -391,7 +400,7 @@ class _RoutedExperts(transformer.TransformerLayer):
     expert_inputs = dispatch_lib.dispatch(grouped, dispatch_lib.dispatch_mask(route, dtype),
                                           dims.experts, plan.experts_are_split)
     expert_outputs = self._expert_computation(expert_inputs, dims.experts, train,
-                                              variable_dtype)
+                                              variable_dtype, batched=plan.batched_experts)
     return dispatch_lib.combine(expert_outputs, dispatch_lib.combine_weights(route, dtype),
                                 dims.groups, plan.experts_are_split)
 
@@ -406,7 +415,8 @@ class _RoutedExperts(transformer.TransformerLayer):
                                         plan.experts_are_split)
               if plan.packed_experts else None)
     expert_outputs = self._expert_computation(expert_inputs, dims.experts, train,
-                                              variable_dtype, filled_slots=filled)
+                                              variable_dtype, filled_slots=filled,
+                                              batched=plan.batched_experts)
     return dispatch_lib.gather_combine(expert_outputs, route.choices, dims.groups,
                                        dims.tokens, plan.experts_are_split)
 
@@ -476,10 +486,14 @@ class _ExpertsFFN(_RoutedExperts):
     return mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, hidden_dim) == 1
 
   def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype,
-                          filled_slots=None):
+                          filled_slots=None, batched=False):
     if filled_slots is not None:
       return packed_experts.packed_expert_ffn(
           expert_inputs, filled_slots, experts_dim, self.hidden_size, self.activation,
+          self.expert_dropout_rate, train, variable_dtype, self.init_scale)
+    if batched:
+      return packed_experts.batched_expert_ffn(
+          expert_inputs, experts_dim, self.hidden_size, self.activation,
           self.expert_dropout_rate, train, variable_dtype, self.init_scale)
     return experts_lib.expert_ffn(
         expert_inputs, experts_dim, self.hidden_size, self.activation,

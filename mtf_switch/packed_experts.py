@@ -1,4 +1,5 @@
-"""The experts' FFN computed on the filled capacity slots only (the gather path on CPU/GPU).
+"""The experts' FFN as TensorFlow slice functions: on the filled capacity slots only, or on
+every slot as batched matmuls (placement meshes on CPU/GPU).
 
 ``experts.expert_ffn`` runs Mesh-TF einsums over every capacity slot, filled or not, in any
 layout. Routing fills each (expert, group)'s slots from slot 0 up, so the filled rows are a
@@ -15,6 +16,12 @@ It creates the same variables as ``expert_ffn`` (wi or wi_0/wi_1, wo), so checkp
 freely between the two. The row count is dynamic, so it needs a placement mesh (CPU/GPU, not
 TPU), and each device must hold whole d_model and expert_hidden rows (experts and groups may
 be split).
+
+``batched_expert_ffn`` is ``expert_ffn`` on every slot, static shapes and TensorFlow's own
+gradient, with each device's [experts, groups, capacity, d_model] slots taken as [experts,
+groups x capacity, d_model] rows: Mesh-TF's einsums contract the groups and capacity axes
+together in the weight gradients, which the CPU einsum kernel runs by transposing its
+operands; a batched matmul takes the merged rows axis as it is.
 """
 
 import dataclasses
@@ -312,6 +319,27 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
   return ffn(slots, layout.rows, layout.rows_per_expert, *kernels)
 
 
+def _expert_kernels(expert_inputs: mtf.Tensor, experts_dim: mtf.Dimension, hidden_size: int,
+                    activation: str, variable_dtype: mtf.VariableDType,
+                    init_scale: float) -> list:
+  """The experts' weights, as ``experts.expert_ffn`` creates them (same names and shapes):
+  wi [experts, d_model, expert_hidden] (wi_0, wi_1 for gated activations), then wo
+  [experts, expert_hidden, d_model]."""
+  model_dim = expert_inputs.shape.dims[-1]
+  hidden_dim = mtf.Dimension(HIDDEN_DIM_NAME, hidden_size)
+  initializer = mtf.layers.VarianceScalingInitializer(scale=init_scale)
+  kernels = [
+      mtf.layers.get_dense_kernel_weights(
+          expert_inputs, [hidden_dim], [model_dim], [experts_dim], initializer, name=name,
+          variable_dtype=variable_dtype)
+      for name in _wi_names(activation)]
+  # The kernel helper reads only the mesh and the dtype of its first argument.
+  kernels.append(mtf.layers.get_dense_kernel_weights(
+      expert_inputs, [model_dim], [hidden_dim], [experts_dim], initializer, name="wo",
+      variable_dtype=variable_dtype))
+  return kernels
+
+
 def packed_expert_ffn(expert_inputs: mtf.Tensor, filled_slots: mtf.Tensor,
                       experts_dim: mtf.Dimension, hidden_size: int, activation: str,
                       dropout_rate: float, train: bool, variable_dtype: mtf.VariableDType,
@@ -329,18 +357,9 @@ def packed_expert_ffn(expert_inputs: mtf.Tensor, filled_slots: mtf.Tensor,
     are zero too: no biases, and every activation maps 0 to 0).
   """
   check_activation(activation)
-  _, groups_dim, _, model_dim = expert_inputs.shape.dims
-  hidden_dim = mtf.Dimension(HIDDEN_DIM_NAME, hidden_size)
-  initializer = mtf.layers.VarianceScalingInitializer(scale=init_scale)
-  kernels = [
-      mtf.layers.get_dense_kernel_weights(
-          expert_inputs, [hidden_dim], [model_dim], [experts_dim], initializer, name=name,
-          variable_dtype=variable_dtype)
-      for name in _wi_names(activation)]
-  # The kernel helper reads only the mesh and the dtype of its first argument.
-  kernels.append(mtf.layers.get_dense_kernel_weights(
-      expert_inputs, [model_dim], [hidden_dim], [experts_dim], initializer, name="wo",
-      variable_dtype=variable_dtype))
+  groups_dim = expert_inputs.shape.dims[1]
+  kernels = _expert_kernels(expert_inputs, experts_dim, hidden_size, activation,
+                            variable_dtype, init_scale)
 
   def slice_fn(slots, counts, *kernel_slices):
     return _packed_slot_ffn(slots, counts, *kernel_slices, activations=ACTIVATIONS[activation],
@@ -354,3 +373,61 @@ def packed_expert_ffn(expert_inputs: mtf.Tensor, filled_slots: mtf.Tensor,
       slice_fn, [materialized(t) for t in [expert_inputs, filled_slots, *kernels]],
       output_shape=expert_inputs.shape, output_dtype=expert_inputs.dtype,
       splittable_dims=[experts_dim, groups_dim], name="packed_expert_ffn"))
+
+
+def _batched_slot_ffn(slots, *kernels, activations, dropout_rate, train):
+  """tf slice function: every expert's FFN on all of its slots, as batched matmuls.
+
+  Args:
+    slots: [e, g, c, d] slot contents.
+    kernels: wi kernels [e, d, h] (one per activation factor), then wo [e, h, d].
+    activations: the ACTIVATIONS entry.
+    dropout_rate, train: expert dropout on the hidden layer.
+
+  Returns:
+    [e, g, c, d]. The gradient is TensorFlow's: the batched matmul's, whose weight gradient
+    is one [e, d, g*c] x [e, g*c, h] product.
+  """
+  num_experts, num_groups, capacity, d_model = (slots.shape[i] for i in range(4))
+  rows = tf.reshape(slots, [num_experts, num_groups * capacity, d_model])
+  *wi_kernels, wo_kernel = kernels
+  hidden = None
+  for name, kernel in zip(activations, wi_kernels, strict=True):
+    factor = _TF_ACTIVATIONS[name](tf.matmul(rows, kernel))
+    hidden = factor if hidden is None else hidden * factor
+  if train and dropout_rate > 0.0:
+    hidden = tf.nn.dropout(hidden, rate=dropout_rate)
+  outputs = tf.matmul(hidden, wo_kernel)
+  return tf.reshape(outputs, [num_experts, num_groups, capacity, outputs.shape[-1]])
+
+
+def batched_expert_ffn(expert_inputs: mtf.Tensor, experts_dim: mtf.Dimension,
+                       hidden_size: int, activation: str, dropout_rate: float, train: bool,
+                       variable_dtype: mtf.VariableDType, init_scale: float) -> mtf.Tensor:
+  """``experts.expert_ffn`` on every slot, with each device's slots as one batch of rows.
+
+  Mesh-TF lowers ``expert_ffn``'s einsums to 4-D ``tf.einsum`` calls whose weight gradients
+  contract the groups and capacity axes together ([e, g, c, d] x [e, g, c, h] -> [e, d, h]);
+  the CPU einsum transposes its operands for that. Merging groups and capacity into one rows
+  axis on each device makes every product of the forward and backward a plain batched matmul
+  (the rows axis is a batch the matmul kernels take as it is).
+
+  Args and returns: as ``expert_ffn`` (expert_inputs [experts, groups, expert_capacity,
+  d_model] -> the same shape); the same variables. The slicewise op's gradient is per device,
+  so the caller must keep every expert weight on devices that hold all of its groups (experts
+  split, or the groups whole) and d_model and expert_hidden whole (``plan_dispatch``).
+  """
+  check_activation(activation)
+  groups_dim = expert_inputs.shape.dims[1]
+  kernels = _expert_kernels(expert_inputs, experts_dim, hidden_size, activation,
+                            variable_dtype, init_scale)
+
+  def slice_fn(slots, *kernel_slices):
+    return _batched_slot_ffn(slots, *kernel_slices, activations=ACTIVATIONS[activation],
+                             dropout_rate=dropout_rate, train=train)
+
+  # materialized: as in packed_expert_ffn (lazy all-reduces, and autostack's shared unstack).
+  return materialized(mtf.slicewise(
+      slice_fn, [materialized(t) for t in [expert_inputs, *kernels]],
+      output_shape=expert_inputs.shape, output_dtype=expert_inputs.dtype,
+      splittable_dims=[experts_dim, groups_dim], name="batched_expert_ffn"))

@@ -28,9 +28,11 @@ Variants:
   A+B                 step variants together, e.g. one_microbatch+onednn_off
   packed              Switch only: the experts run on the filled capacity slots only
                       (mtf_switch.SwitchFFN.skip_empty_slots = True, packed_experts)
-  all_slots           Switch only: the experts run on every capacity slot (one Mesh-TF einsum,
-                      skip_empty_slots = False); "auto", the default, picks this for experts
-                      as small as switch_tiny's
+  all_slots           Switch only: the experts run on every capacity slot
+                      (skip_empty_slots = False); "auto", the default, picks this for experts
+                      as small as switch_tiny's, as batched matmuls over the slots
+  mesh_tf_experts     Switch only: every slot, as Mesh-TF's einsums rather than batched
+                      matmuls (mtf_switch.SwitchFFN.batch_expert_slots = False)
   einsum_dispatch     Switch only: the paper's one-hot dispatch and combine einsums
                       (mtf_switch.SwitchFFN.dispatch_path = "einsum")
 
@@ -56,6 +58,7 @@ XLA_FLAGS = "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
 # Variants that only change a Switch layer: the gin binding each adds.
 SWITCH_VARIANTS = {"packed": "mtf_switch.SwitchFFN.skip_empty_slots = True",
                    "all_slots": "mtf_switch.SwitchFFN.skip_empty_slots = False",
+                   "mesh_tf_experts": "mtf_switch.SwitchFFN.batch_expert_slots = False",
                    "einsum_dispatch": 'mtf_switch.SwitchFFN.dispatch_path = "einsum"'}
 # Variants for either model: a gin binding, or environment variables, added to the default.
 STEP_VARIANTS = {

@@ -11,8 +11,13 @@ Variants (same tokens, d_model, d_ff; training graph; loss = mean square of the 
 aux loss; gradients with respect to the input and every weight; no optimizer update):
   gather          mtf_switch.SwitchFFN, dispatch_path="gather" (index dispatch/combine and
                   the expert FFN on filled slots only)
-  gather_static   the same but skip_empty_slots=False (every capacity slot computed)
-  einsum          mtf_switch.SwitchFFN, dispatch_path="einsum" (the paper's one-hot einsums)
+  gather_static   the same but skip_empty_slots=False (every capacity slot computed, as
+                  batched matmuls over the slots: batch_expert_slots)
+  gather_static_mesh_tf  the same with batch_expert_slots=False: the expert FFN as Mesh-TF's
+                  einsums over every slot
+  einsum          mtf_switch.SwitchFFN, dispatch_path="einsum" (the paper's one-hot einsums;
+                  the expert FFN batched over the slots)
+  einsum_mesh_tf  the same with batch_expert_slots=False: the expert FFN as Mesh-TF's einsums
   moe_py          mesh_tensorflow.transformer.moe.transformer_moe_layer_v1, moe_gating="switch"
   dense           DenseReluDense with d_ff = the expert d_ff: the same FLOPs per token as
                   top-1 routing at capacity 1.0, no router, no dispatch: the bar.
@@ -74,7 +79,8 @@ from mtf_switch import layers  # noqa: E402
 from switch_experiments import profile_train_step  # its FLOP arithmetic
 
 
-VARIANTS = ("gather", "gather_static", "einsum", "moe_py", "dense")
+VARIANTS = ("gather", "gather_static", "gather_static_mesh_tf", "einsum", "einsum_mesh_tf",
+            "moe_py", "dense")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,12 +116,13 @@ def _layer_output(variant, x, config, sizes):
   """(y, aux_loss) of one variant on x [batch, length, d_model]."""
   f32 = mtf.VariableDType(tf.float32)
   d_model_dim = x.shape.dims[-1]
-  if variant in ("gather", "gather_static", "einsum"):
+  if variant in ("gather", "gather_static", "gather_static_mesh_tf", "einsum",
+                 "einsum_mesh_tf"):
     layer = layers.SwitchFFN(
         num_experts=config.experts, hidden_size=sizes.d_ff, group_size=config.group_size,
         capacity_factor_train=config.capacity_factor, summaries=False,
-        dispatch_path="einsum" if variant == "einsum" else "gather",
-        skip_empty_slots=variant == "gather")
+        dispatch_path="einsum" if variant.startswith("einsum") else "gather",
+        skip_empty_slots=variant == "gather", batch_expert_slots=not variant.endswith("_mesh_tf"))
     out = layer.apply(x, train=True, variable_dtype=f32)
     return out.outputs, out.aux_loss
   if variant == "moe_py":

@@ -1,7 +1,8 @@
 """The gather dispatch path: the same routing, outputs and gradients as the einsum path.
 
 Every configuration runs once with ``dispatch_path="einsum"`` (the paper's one-hot einsums,
-the reference) and once with ``"gather"`` (tokens moved by index), with the same numpy
+the reference, its expert FFN as Mesh-TF einsums too) and once with ``"gather"`` (tokens
+moved by index; the expert FFN packed or batched over the slots, as planned), with the same numpy
 weights and inputs, in float32. Routing statistics must be identical; outputs, the aux loss
 and the gradients of a scalar loss with respect to the input and every weight must agree to
 float32 rounding. The gather path runs both with the expert FFN on filled slots only (the
@@ -76,9 +77,10 @@ def _data(activation="relu"):
 
 
 def _run(config_name, path, layout_name="single", skip_empty_slots=True, train=True,
-         padding=False):
+         padding=False, mesh_tf_products=False):
   cls, kwargs = CONFIGS[config_name]
-  layer = cls(**dict(_COMMON, dispatch_path=path, skip_empty_slots=skip_empty_slots, **kwargs))
+  layer = cls(**dict(_COMMON, dispatch_path=path, skip_empty_slots=skip_empty_slots,
+                     batch_expert_slots=not mesh_tf_products, **kwargs))
   x, probe, nonpadding, weights = _data(kwargs.get("activation", "relu"))
   mesh_shape, layout = LAYOUTS[layout_name]
 
@@ -106,9 +108,13 @@ def _built_packed_ffn(run):
   return any("packed_expert_ffn" in name for name in run.op_names)
 
 
+def _built_batched_ffn(run):
+  return any("batched_expert_ffn" in name for name in run.op_names)
+
+
 @functools.lru_cache(maxsize=None)
 def _reference(config_name, train=True, padding=False):
-  return _run(config_name, "einsum", train=train, padding=padding)
+  return _run(config_name, "einsum", train=train, padding=padding, mesh_tf_products=True)
 
 
 def _assert_close(actual, desired, what):
@@ -135,9 +141,18 @@ def _assert_same_as_reference(run, ref):
 @pytest.mark.parametrize("config_name", list(CONFIGS))
 def test_gather_path_matches_einsum_path(config_name, skip_empty_slots):
   run = _run(config_name, "gather", skip_empty_slots=skip_empty_slots)
-  # The "packed" case really ran the filled-slots-only FFN, and "all_slots" did not.
+  # The "packed" case really ran the filled-slots-only FFN, and "all_slots" the batched one.
   assert _built_packed_ffn(run) == skip_empty_slots
+  assert _built_batched_ffn(run) == (not skip_empty_slots)
   assert not _built_packed_ffn(_reference(config_name))
+  assert not _built_batched_ffn(_reference(config_name))
+  _assert_same_as_reference(run, _reference(config_name))
+
+
+@pytest.mark.parametrize("config_name", ["switch_drops", "switch_geglu", "top2_all"])
+def test_einsum_path_with_batched_experts_matches_mesh_tf_einsums(config_name):
+  run = _run(config_name, "einsum")
+  assert _built_batched_ffn(run)
   _assert_same_as_reference(run, _reference(config_name))
 
 
@@ -224,11 +239,12 @@ def test_auto_is_gather_on_cpu_and_einsum_inside_a_tpu_computation():
 
 
 def _plan(requested="auto", model_split=1, groups_split=1, experts_are_split=False,
-          experts_can_pack=True, skip_empty_slots=True):
+          experts_can_pack=True, skip_empty_slots=True, batch_expert_slots=True):
   return dispatch.plan_dispatch(requested, model_split=model_split, groups_split=groups_split,
                                 experts_are_split=experts_are_split,
                                 experts_can_pack=experts_can_pack,
-                                skip_empty_slots=skip_empty_slots)
+                                skip_empty_slots=skip_empty_slots,
+                                batch_expert_slots=batch_expert_slots)
 
 
 def test_one_function_decides_the_path_and_every_fallback():
@@ -249,6 +265,19 @@ def test_one_function_decides_the_path_and_every_fallback():
   assert not _plan(groups_split=4).packed_experts
   assert _plan(groups_split=4, experts_are_split=True).packed_experts
   assert _plan(experts_are_split=True).experts_are_split
+  # Batched over every slot: where the packed FFN is not used but would be allowed, on
+  # either path, with d_model whole, and never inside a TPU computation.
+  assert not _plan().batched_experts
+  assert _plan(skip_empty_slots=False).batched_experts
+  assert _plan("einsum").batched_experts
+  assert not _plan("einsum", batch_expert_slots=False).batched_experts
+  assert not _plan(experts_can_pack=False).batched_experts
+  assert not _plan(groups_split=4).batched_experts
+  assert not _plan("einsum", model_split=2).batched_experts
+  assert _plan("einsum", groups_split=4, experts_are_split=True).batched_experts
+  with tpu_function.tpu_shard_context(8):
+    assert not _plan().batched_experts
+    assert not _plan("gather", skip_empty_slots=False).batched_experts
 
 
 def test_the_layer_follows_the_plan():
@@ -257,6 +286,11 @@ def test_the_layer_follows_the_plan():
                                      ("expert_data", True)):
     run = _run("switch_drops", "gather", layout_name=layout_name)
     assert _built_packed_ffn(run) == expect_packed, layout_name
+    assert not _built_batched_ffn(run), layout_name
+  for layout_name, expect_batched in (("single", True), ("data", False), ("model", False),
+                                      ("expert_data", True)):
+    run = _run("switch_drops", "einsum", layout_name=layout_name)
+    assert _built_batched_ffn(run) == expect_batched, layout_name
   gather = _run("switch_drops", "auto")
   assert any("gather_dispatch" in name for name in gather.op_names)
   einsum = _reference("switch_drops")

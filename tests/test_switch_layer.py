@@ -594,6 +594,7 @@ _NAN, _INF = float("nan"), float("inf")
     # Strings where booleans belong are truthy: "false" would have meant True.
     (layers.SwitchFFN, dict(summaries="false"), "summaries must be True or False, got 'false'"),
     (layers.SwitchFFN, dict(skip_empty_slots="no"), "skip_empty_slots must be True, False or 'auto', got 'no'"),
+    (layers.SwitchFFN, dict(batch_expert_slots="auto"), "batch_expert_slots must be True or False, got 'auto'"),
     (layers.SwitchFFN, dict(num_overflow_choices=True), "num_overflow_choices=True"),
     (layers.SwitchFFN, dict(num_overflow_choices=1.0), "num_overflow_choices=1.0"),
     (layers.SwitchFFN, dict(min_expert_capacity=0), "min_expert_capacity must be .* got 0"),
