@@ -282,7 +282,13 @@ def run_setting(args) -> dict:
               *[f"--gin_param={p}" for p in [f"utils.run.train_steps = {steps}",
                                              f"utils.run.save_checkpoints_steps = {steps}",
                                              *args.gin_param]]]
-  from switch_cli.main import main as switch_mesh_transformer
+  from switch_cli import main as cli_main
+
+  # After a run over a cluster the command ends its process itself (os._exit, see
+  # switch_cli.main._leave_after_cluster_run), which would leave before this record is
+  # printed; here the run returns, and main() leaves the same way once the record is out.
+  cli_main._leave_after_cluster_run = lambda entry_point: entry_point()
+  switch_mesh_transformer = cli_main.main
 
   try:
     switch_mesh_transformer()

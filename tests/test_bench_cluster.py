@@ -177,3 +177,22 @@ def test_measured_all_to_all_bytes_equal_the_ring_computation(micro_measured, wo
 
 if __name__ == "__main__":
   print(json.dumps({workers: micro_step_bytes(workers) for workers in MICRO_WORKERS}))
+
+
+@pytest.mark.slow
+def test_the_benchmark_reports_a_run_over_two_workers(tmp_path, capsys):
+  """The whole command at one cluster setting: the client's record reaches the table. (A
+  cluster run ends its process itself once it is over; the benchmark's child must print its
+  record first: without that, every cluster row was "error: exit 0".)"""
+  status = bench.main(["--workers", "2", "--warmup_steps", "1", "--timed_steps", "2",
+                       "--task", "switch_default_corpus_span_corruption",
+                       "--log_dir", str(tmp_path), "--setting_timeout_secs", "600"])
+  out = capsys.readouterr().out
+  summary = json.loads(out.strip().splitlines()[-1])
+  (setting,) = summary["settings"]
+  assert "error" not in setting, setting.get("error")
+  assert status == 0
+  assert setting["timed_steps"] == 2 and setting["steps_per_second"] > 0
+  # 2 workers x 2 devices: half of the all-to-all's ring crosses between the processes.
+  assert setting["all_to_all_bytes_across_tasks"] == setting[
+      "expected_all_to_all_bytes_across_tasks"] > 0
