@@ -47,6 +47,39 @@ def unsplit_dim(dim: mtf.Dimension) -> mtf.Dimension:
   return mtf.Dimension(dim.name + "_unsplit", dim.size)
 
 
+class _DeviceLocalGradOperation(mtf.GenericGradOperation):
+  """Mesh-TF's default gradient of a slicewise op, computed where each slice was.
+
+  ``mtf.GenericGradOperation`` calls ``tf.gradients`` once per slice with no device, so the
+  gradient ops of every slice land on the graph's default device: on a placement mesh spread
+  over several processes (``switch_cli.cluster``), the client's, and each slice's forward
+  tensors and weights cross to it and back (measured: 18 MB per step more between processes
+  for switch_tiny's expert FFN at 2 workers, ``tools/bench_cluster.py``). Colocating each
+  gradient op with the forward op it differentiates keeps it on that slice's device.
+  """
+
+  def lower(self, lowering):
+    def per_slice(tensors):
+      return mtf.transpose_list_of_lists([lowering.tensors[t].tensor_list for t in tensors])
+
+    grads_per_slice = [
+        tf.gradients(ys, xs, grad_ys=grad_ys, colocate_gradients_with_ops=True,
+                     unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        for ys, xs, grad_ys in zip(per_slice(self._forward_op.outputs),
+                                   per_slice(self._forward_op.inputs),
+                                   per_slice(self._grad_ys), strict=True)]
+    laid_out = lowering.mesh_impl(self).LaidOutTensor
+    for output, slices in zip(self.outputs, mtf.transpose_list_of_lists(grads_per_slice),
+                              strict=True):
+      lowering.set_tensor_lowering(output, laid_out.from_tensor_list(slices))
+
+
+def device_local_gradient(forward_op: mtf.Operation, *grad_ys: mtf.Tensor) -> list:
+  """A ``grad_function`` for ``mtf.slicewise``: TensorFlow's gradient of the slice function,
+  each slice's on its own device (``_DeviceLocalGradOperation``)."""
+  return _DeviceLocalGradOperation(forward_op, list(grad_ys)).outputs
+
+
 def materialized(x: mtf.Tensor) -> mtf.Tensor:
   """x, with any pending all-reduce carried out, and so is its gradient.
 
@@ -310,7 +343,8 @@ def gather_dispatch(grouped_inputs: mtf.Tensor, choices: Sequence[routing.TokenC
       slice_fn, [materialized(t) for t in [grouped_inputs] + choice_tensors],
       output_shape=[experts_unsplit, groups_dim, expert_capacity_dim, model_dim],
       output_dtype=grouped_inputs.dtype,
-      splittable_dims=[groups_dim], name="gather_dispatch"))
+      splittable_dims=[groups_dim], grad_function=device_local_gradient,
+      name="gather_dispatch"))
   return to_expert_major(expert_inputs, experts_dim, experts_are_split)
 
 
@@ -364,7 +398,8 @@ def gather_combine(expert_outputs: mtf.Tensor, choices: Sequence[routing.TokenCh
       slice_fn, [materialized(t) for t in [slots] + choice_tensors],
       output_shape=[groups_dim, tokens_dim, model_dim], output_dtype=dtype,
       # d_model stays whole: the gate's gradient sums over it inside the slice.
-      splittable_dims=[groups_dim], name="gather_combine"))
+      splittable_dims=[groups_dim], grad_function=device_local_gradient,
+      name="gather_combine"))
 
 
 def filled_slots(route: routing.RoutingResult, experts_dim: mtf.Dimension,

@@ -30,7 +30,7 @@ import math
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 
-from mtf_switch.dispatch import materialized
+from mtf_switch.dispatch import device_local_gradient, materialized
 from mtf_switch.experts import ACTIVATIONS, HIDDEN_DIM_NAME, check_activation
 
 
@@ -372,7 +372,8 @@ def packed_expert_ffn(expert_inputs: mtf.Tensor, filled_slots: mtf.Tensor,
   return materialized(mtf.slicewise(
       slice_fn, [materialized(t) for t in [expert_inputs, filled_slots, *kernels]],
       output_shape=expert_inputs.shape, output_dtype=expert_inputs.dtype,
-      splittable_dims=[experts_dim, groups_dim], name="packed_expert_ffn"))
+      splittable_dims=[experts_dim, groups_dim], grad_function=device_local_gradient,
+      name="packed_expert_ffn"))
 
 
 def _batched_slot_ffn(slots, *kernels, activations, dropout_rate, train):
@@ -430,4 +431,5 @@ def batched_expert_ffn(expert_inputs: mtf.Tensor, experts_dim: mtf.Dimension,
   return materialized(mtf.slicewise(
       slice_fn, [materialized(t) for t in [expert_inputs, *kernels]],
       output_shape=expert_inputs.shape, output_dtype=expert_inputs.dtype,
-      splittable_dims=[experts_dim, groups_dim], name="batched_expert_ffn"))
+      splittable_dims=[experts_dim, groups_dim], grad_function=device_local_gradient,
+      name="batched_expert_ffn"))

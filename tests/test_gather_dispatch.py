@@ -375,3 +375,36 @@ def test_auto_packs_only_experts_large_enough_to_pay(monkeypatch):
   assert not _built_packed_ffn(_run("switch_drops", "gather", skip_empty_slots="auto"))
   monkeypatch.setattr(packed_experts, "PACKED_MIN_WEIGHT_ELEMENTS", D_MODEL * HIDDEN)
   assert _built_packed_ffn(_run("switch_drops", "gather", skip_empty_slots="auto"))
+
+
+@pytest.mark.parametrize("skip_empty_slots", [True, False], ids=["packed", "batched"])
+def test_slicewise_gradients_run_on_their_slices_devices(skip_empty_slots):
+  """The gradients of the layer's slicewise ops (dispatch, expert FFN, combine) are built
+  beside the forward ops of each slice. Mesh-TF's default slicewise gradient leaves them on
+  the graph's default device: over a cluster, the client's, so every slice's activations and
+  weights crossed to it and back each step."""
+  devices = ["/job:worker/task:0/device:CPU:0", "/job:worker/task:1/device:CPU:0"]
+  layout, mesh_shape = "batch:batch;experts:batch", "batch:2"
+  with tf.Graph().as_default() as tf_graph:
+    graph = mtf.Graph()
+    mesh = mtf.Mesh(graph, "mesh")
+    layer = layers.SwitchFFN(**dict(_COMMON, dispatch_path="gather",
+                                    skip_empty_slots=skip_empty_slots))
+    x = mtf.import_tf_tensor(mesh, tf.ones([BATCH, LENGTH, D_MODEL]), mtf.Shape(_dims()))
+    out = layer.apply(x, train=True, variable_dtype=F32, layout=layout, mesh_shape=mesh_shape)
+    loss = mtf.reduce_sum(out.outputs) + out.aux_loss
+    variables = [v.outputs[0] for v in graph.trainable_variables]
+    grads = mtf.gradients([loss], variables)
+    mesh_impl = mtf.placement_mesh_impl.PlacementMeshImpl(
+        mtf.convert_to_shape(mesh_shape), mtf.convert_to_layout_rules(layout), devices)
+    lowering = mtf.Lowering(graph, {mesh: mesh_impl})
+    for grad in grads:
+      lowering.export_to_tf_tensor(grad)
+    ffn = "packed_expert_ffn" if skip_empty_slots else "batched_expert_ffn"
+    products = [op for op in tf_graph.get_operations()
+                if "generic_grad" in op.name and op.type in ("MatMul", "BatchMatMulV2")]
+    assert any(ffn in op.name for op in products)
+    for op in products:
+      (group,) = op.colocation_groups()
+      forward = tf_graph.get_operation_by_name(group.decode()[len("loc:@"):])
+      assert forward is not op and forward.device in devices, (op.name, forward.device)
