@@ -71,8 +71,8 @@ def test_bfloat16_request_trains_in_bfloat16_with_a_float32_router(trained):
   # Activations: attention's projections and the dense FFN compute in bfloat16 (mesh-tf keeps
   # one of attention's small einsums, over its float32 bias, in float32) ...
   assert _op_dtypes(graph, r"SelfAttention/einsum/parallel", "Einsum") == {"DT_BFLOAT16"}
-  experts = (_op_dtypes(graph, r"SwitchFFN/(?!router)", "MatMul") |
-             _op_dtypes(graph, r"SwitchFFN/(?!router)", "Einsum"))
+  experts = set().union(*(_op_dtypes(graph, r"SwitchFFN/(?!router)", op)
+                          for op in ("MatMul", "BatchMatMulV2", "Einsum")))
   assert "DT_BFLOAT16" in experts  # the experts' matmuls, whichever dispatch path built them
   assert _op_dtypes(graph, r"DenseReluDense/.*", "Relu") == {"DT_BFLOAT16"}
   # ... while the router's product (and what follows it) stays float32: selective precision.
