@@ -189,6 +189,21 @@ class _ExpertForward:
   outputs: list
 
 
+def _hidden_layer(pre_activations, activations, dropout_rate, train):
+  """The FFN's hidden layer from its pre-activations [..., h] (one per wi kernel).
+
+  The product of each factor's activation (one factor: plain; two: gated, as GEGLU), then
+  expert dropout while training.
+  """
+  hidden = None
+  for name, pre in zip(activations, pre_activations, strict=True):
+    factor = _TF_ACTIVATIONS[name](pre)
+    hidden = factor if hidden is None else hidden * factor
+  if train and dropout_rate > 0.0:
+    hidden = tf.nn.dropout(hidden, rate=dropout_rate)
+  return hidden
+
+
 def _expert_forward(layout: _SlotLayout, slots, kernels, activations, dropout_rate,
                     train) -> _ExpertForward:
   """Each expert's FFN on its own filled rows of slots [e, g, c, d]."""
@@ -199,12 +214,7 @@ def _expert_forward(layout: _SlotLayout, slots, kernels, activations, dropout_ra
   pre_activations, hiddens, outputs = [], [], []
   for expert, piece in enumerate(inputs):
     pres = [tf.matmul(piece, kernel[expert]) for kernel in wi_kernels]
-    hidden = None
-    for name, pre in zip(activations, pres, strict=True):
-      factor = _TF_ACTIVATIONS[name](pre)
-      hidden = factor if hidden is None else hidden * factor
-    if train and dropout_rate > 0.0:
-      hidden = tf.nn.dropout(hidden, rate=dropout_rate)
+    hidden = _hidden_layer(pres, activations, dropout_rate, train)
     pre_activations.append(pres)
     hiddens.append(hidden)
     outputs.append(tf.matmul(hidden, wo_kernels[expert]))
@@ -392,12 +402,8 @@ def _batched_slot_ffn(slots, *kernels, activations, dropout_rate, train):
   num_experts, num_groups, capacity, d_model = (slots.shape[i] for i in range(4))
   rows = tf.reshape(slots, [num_experts, num_groups * capacity, d_model])
   *wi_kernels, wo_kernel = kernels
-  hidden = None
-  for name, kernel in zip(activations, wi_kernels, strict=True):
-    factor = _TF_ACTIVATIONS[name](tf.matmul(rows, kernel))
-    hidden = factor if hidden is None else hidden * factor
-  if train and dropout_rate > 0.0:
-    hidden = tf.nn.dropout(hidden, rate=dropout_rate)
+  hidden = _hidden_layer([tf.matmul(rows, kernel) for kernel in wi_kernels], activations,
+                         dropout_rate, train)
   outputs = tf.matmul(hidden, wo_kernel)
   return tf.reshape(outputs, [num_experts, num_groups, capacity, outputs.shape[-1]])
 
