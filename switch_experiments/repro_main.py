@@ -35,6 +35,9 @@ class Reproduction:
       settings, a rerun must match them to resume.
     task_of: (flags, the task the common flags resolve to) -> the task to train on, for a
       script whose default task or objective is its own.
+    cut_longer_records: a committed record of a model trained longer stands in for this
+      run's, cut at its steps (only for a schedule whose value at step N does not depend on
+      the run's length; ``repro_runs.read_record``).
   """
 
   script: str
@@ -46,6 +49,7 @@ class Reproduction:
   add_flags: Callable[[argparse.ArgumentParser], None] = lambda parser: None
   extra_settings: Callable[[argparse.Namespace], dict] = lambda flags: {}
   task_of: Optional[Callable[[argparse.Namespace, str], str]] = None
+  cut_longer_records: bool = False
 
 
 def main(reproduction: Reproduction, argv: Optional[Sequence[str]] = None) -> int:
@@ -70,7 +74,8 @@ def main(reproduction: Reproduction, argv: Optional[Sequence[str]] = None) -> in
   failures = {}
   curves = repro_runs.run_variants(chosen, settings, flags.output_dir, failures,
                                    flags.report_only,
-                                   records_dir=os.path.join(flags.results_dir, "models"))
+                                   records_dir=os.path.join(flags.results_dir, "models"),
+                                   cut_longer_records=reproduction.cut_longer_records)
   for name, reason in failures.items():
     print(f"{name}: {reason}", flush=True)
   text = reproduction.write_results(curves, settings, flags, started, failures)

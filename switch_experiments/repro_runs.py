@@ -278,8 +278,16 @@ def _fingerprint(variant: Variant, settings: dict) -> dict:
           "steps": steps_of(variant, settings)}
 
 
-def read_record(records_dir: Optional[str], variant: Variant, settings: dict) -> Optional[dict]:
-  """A finished model's committed record (curve and training statistics), if it matches."""
+def read_record(records_dir: Optional[str], variant: Variant, settings: dict,
+                cut_longer: bool = False) -> Optional[dict]:
+  """A finished model's committed record (curve and training statistics), if it matches.
+
+  With ``cut_longer``, a record of the same model trained for more steps also matches, cut at
+  this run's steps (its curve and training statistics, and "cut_from_steps" in the returned
+  record). That is right only where the learning-rate schedule's value at step N does not
+  depend on the run's length (a constant or inverse-square-root schedule, not a decay to
+  ``train_steps``): the first N steps of the longer run are then the N-step run.
+  """
   if not records_dir:
     return None
   path = os.path.join(records_dir, f"{variant.name}.json")
@@ -287,7 +295,22 @@ def read_record(records_dir: Optional[str], variant: Variant, settings: dict) ->
     return None
   with open(path) as f:
     record = json.load(f)
-  return record if record.get("fingerprint") == _fingerprint(variant, settings) else None
+  wanted = _fingerprint(variant, settings)
+  found = record.get("fingerprint") or {}
+  if found == wanted:
+    return record
+  if not cut_longer or {**found, "steps": wanted["steps"]} != wanted:
+    return None
+  if not isinstance(found.get("steps"), int) or found["steps"] < wanted["steps"]:
+    return None
+  steps = wanted["steps"]
+  curve = [row for row in record["curve"] if row["step"] <= steps]
+  if not curve or curve[-1]["step"] != steps:
+    return None  # no checkpoint at this run's last step
+  scalars = {tag: {s: v for s, v in values.items() if int(s) <= steps}
+             for tag, values in record.get("training_scalars", {}).items()}
+  return {"fingerprint": wanted, "cut_from_steps": found["steps"], "curve": curve,
+          "training_scalars": scalars}
 
 
 def _write_record(records_dir: str, variant: Variant, settings: dict, curve: list,
@@ -331,7 +354,7 @@ def _train_and_evaluate(variant: Variant, settings: dict, output_dir: str) -> di
 
 def run_variants(variants: Sequence[Variant], settings: dict, output_dir: str,
                  failures: Optional[dict] = None, report_only: bool = False,
-                 records_dir: Optional[str] = None) -> dict:
+                 records_dir: Optional[str] = None, cut_longer_records: bool = False) -> dict:
   """Trains then evaluates each variant in turn; returns {name: [curve rows]}.
 
   A curve row: {"step", "train_seconds", "cpu_seconds", "neg_log_perplexity"} for every
@@ -339,15 +362,18 @@ def run_variants(variants: Sequence[Variant], settings: dict, output_dir: str,
   ({name: reason}) and the others still run; without it, the first failure ends the run.
   With ``records_dir``, each finished model's curve and routing statistics are written there
   (``{name}.json``), and a model whose record matches this run's settings is not trained or
-  evaluated again.
+  evaluated again; with ``cut_longer_records`` also a record of a longer run, cut at this
+  run's steps (``read_record``).
   """
   curves = {}
   for i, variant in enumerate(variants, 1):
     started = time.time()
     print(f"== [{i}/{len(variants)}] {variant.name}", flush=True)
-    if (record := read_record(records_dir, variant, settings)) is not None:
+    if (record := read_record(records_dir, variant, settings, cut_longer_records)) is not None:
       curves[variant.name] = record["curve"]
-      print(f"== {variant.name}: finished earlier (record in {records_dir})", flush=True)
+      cut = (f", {record['cut_from_steps']} steps cut at {steps_of(variant, settings)}"
+             if "cut_from_steps" in record else "")
+      print(f"== {variant.name}: finished earlier (record in {records_dir}{cut})", flush=True)
       continue
     if report_only:
       quality = _finished(variant, settings, output_dir)

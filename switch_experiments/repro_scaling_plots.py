@@ -106,8 +106,12 @@ def routing_records(records_dir: str, curves: dict) -> dict:
       scalars = replay["scalars"]
       source = (f"replayed at each checkpoint: training-mode routing on {replay['batches']} "
                 f"fixed {replay['split']} batches of {replay['batch_size']}")
+    # A record cut at a shorter run's steps (repro_runs.read_record) holds statistics of
+    # later steps too: only those of the curve's steps are this run's.
+    last = max((row["step"] for row in curves[name]), default=None)
     if scalars:
-      found[name] = ({tag: {int(s): v for s, v in values.items()}
+      found[name] = ({tag: {int(s): v for s, v in values.items()
+                            if last is None or int(s) <= last}
                       for tag, values in scalars.items()}, source)
   return found
 

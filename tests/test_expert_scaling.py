@@ -195,3 +195,28 @@ def test_a_record_stands_in_only_for_the_same_model(tmp_path):
   other = Variant("switch_2", ("models/switch_tiny.gin",), ("a = 2",), "", data_seed=1)
   assert repro_runs.read_record(str(tmp_path), other, settings) is None
   assert repro_runs.read_record(None, variant, settings) is None
+
+
+def test_a_longer_record_stands_in_cut_only_when_asked(tmp_path):
+  settings = {"task": "t", "batch_size": 4, "checkpoint_every": 100, "data_seed": 1,
+              "gin_file": [], "gin_param": [], "init_seed": "x", "steps": 300, "eval_batches": 2}
+  variant = Variant("switch_2", ("models/switch_tiny.gin",), ("a = 1",), "", data_seed=1)
+  curve = _curve([-9.0, -5.0, -4.0, -3.5, -3.2])  # steps 0..400
+  scalars = {"moe/x/expert_load/000": {"100": 1.5, "300": 1.2, "400": 1.1}}
+  record = {"fingerprint": repro_runs._fingerprint(variant, {**settings, "steps": 400}),  # noqa: SLF001
+            "curve": curve, "training_scalars": scalars}
+  (tmp_path / "switch_2.json").write_text(json.dumps(record))
+  assert repro_runs.read_record(str(tmp_path), variant, settings) is None
+  cut = repro_runs.read_record(str(tmp_path), variant, settings, cut_longer=True)
+  assert [r["step"] for r in cut["curve"]] == [0, 100, 200, 300]
+  assert cut["curve"][-1]["neg_log_perplexity"] == -3.5
+  assert cut["training_scalars"] == {"moe/x/expert_load/000": {"100": 1.5, "300": 1.2}}
+  assert cut["cut_from_steps"] == 400
+  assert cut["fingerprint"] == repro_runs._fingerprint(variant, settings)  # noqa: SLF001
+  # Never a shorter record, another model's, or one without a checkpoint at the asked step.
+  longer = {**settings, "steps": 500}
+  assert repro_runs.read_record(str(tmp_path), variant, longer, cut_longer=True) is None
+  assert repro_runs.read_record(str(tmp_path), variant, {**settings, "data_seed": 2},
+                                cut_longer=True) is None
+  assert repro_runs.read_record(str(tmp_path), variant, {**settings, "steps": 250},
+                                cut_longer=True) is None

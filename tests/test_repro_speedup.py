@@ -6,11 +6,12 @@ curves it wrote.
 """
 
 import csv
+import json
 import os
 
 import pytest
 
-from switch_experiments import repro_speedup
+from switch_experiments import repro_scaling_plots, repro_speedup
 
 
 def _curve(*points, std=0.0):
@@ -100,8 +101,8 @@ def test_variants_train_dense_four_times_longer_dense_first(tmp_path):
   assert set(names[5:]) == {"switch_16.seed2", "switch_64.seed2", "switch_16.seed3",
                             "switch_64.seed3", "dense.seed2", "dense.seed3"}
   steps = {v.name: v.steps for v in variants}
-  assert steps["dense"] == steps["dense.seed3"] == 8000
-  assert steps["switch_128"] == steps["switch_64.seed2"] == 2000
+  assert steps["dense"] == steps["dense.seed3"] == 4000
+  assert steps["switch_128"] == steps["switch_64.seed2"] == 1000
   assert all(repro_speedup.SCHEDULE_GIN in v.gin_files for v in variants)
   with pytest.raises(SystemExit, match="--dense_steps 2 is below --steps 4"):
     repro_speedup.main(["--steps", "4", "--dense_steps", "2", "--only", "none",
@@ -146,3 +147,20 @@ def test_micro_run_trains_dense_longer_and_reads_speedups_off_its_curve(tmp_path
   logs = sorted(os.listdir(tmp_path / "runs" / "dense" / "logs"))
   assert [name.split("_")[0] for name in logs].count("train") == 2, logs
   assert [name.split("_")[0] for name in logs].count("eval") == 2, logs
+
+
+def test_a_cut_record_reports_its_later_checkpoints_and_plots_only_the_run_steps(tmp_path):
+  dense = [{"step": s, "neg_log_perplexity": q, "std": 0.0}
+           for s, q in [(0, -9.0), (100, -5.0), (200, -4.0), (300, -3.8), (400, -3.6)]]
+  record = {"curve": [{"step": s, "neg_log_perplexity": q}
+                      for s, q in [(0, -9.0), (50, -4.5), (100, -3.9), (150, -3.7)]],
+            "training_scalars": {"moe/b/expert_load/000": {"50": 1.2, "100": 1.1, "150": 1.0}}}
+  (tmp_path / "switch_4.json").write_text(json.dumps(record))
+  curves = {"dense": dense, "switch_4": record["curve"][:2]}  # the run's steps: 50
+  text = repro_speedup.beyond_run_text(str(tmp_path), curves, dense, 50)
+  # -3.9 at S = 100: dense reaches it half-way from 200 to 300, 250 / 100; -3.7 at 150: 350.
+  assert "S = 100: -3.9000, 2.50x" in text and "S = 150: -3.7000, 2.33x" in text
+  assert "trained 150 steps, cut at 50" in text
+  assert repro_speedup.beyond_run_text(str(tmp_path), curves, dense, 150) == ""
+  scalars, _ = repro_scaling_plots.routing_records(str(tmp_path), curves)["switch_4"]
+  assert scalars == {"moe/b/expert_load/000": {50: 1.2}}
