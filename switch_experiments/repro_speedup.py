@@ -407,7 +407,8 @@ def sizes_text(settings: dict, dense_steps: int) -> str:
           f"d_ff 512, 4 heads of 32, {SEQUENCE_LENGTH} tokens, every token a target, a Switch "
           "layer in every other FFN, each expert d_ff 512: FLOP-matched but for the router; "
           "group size 1024, capacity factor 1.25 train / 2.0 eval, input jitter, load-balance "
-          f"loss 0.01, experts initialised as the dense FFN: {TWIN_INIT_GIN}), Adafactor, learning rate 0.01 for 1000 steps then "
+          f"loss 0.01, experts initialised as the dense FFN: {TWIN_INIT_GIN}), Adafactor, "
+          "learning rate 0.01 for 1000 steps then "
           f"0.01 * sqrt(1000 / step) ({SCHEDULE_GIN}); dense trained {dense_steps} steps, "
           f"Switch {settings['steps']}")
 

@@ -203,8 +203,8 @@ def test_a_longer_record_stands_in_cut_only_when_asked(tmp_path):
   variant = Variant("switch_2", ("models/switch_tiny.gin",), ("a = 1",), "", data_seed=1)
   curve = _curve([-9.0, -5.0, -4.0, -3.5, -3.2])  # steps 0..400
   scalars = {"moe/x/expert_load/000": {"100": 1.5, "300": 1.2, "400": 1.1}}
-  record = {"fingerprint": repro_runs._fingerprint(variant, {**settings, "steps": 400}),  # noqa: SLF001
-            "curve": curve, "training_scalars": scalars}
+  trained = repro_runs._fingerprint(variant, {**settings, "steps": 400})  # noqa: SLF001
+  record = {"fingerprint": trained, "curve": curve, "training_scalars": scalars}
   (tmp_path / "switch_2.json").write_text(json.dumps(record))
   assert repro_runs.read_record(str(tmp_path), variant, settings) is None
   cut = repro_runs.read_record(str(tmp_path), variant, settings, cut_longer=True)
