@@ -57,6 +57,16 @@ BENCHMARKS = {"glue": ("recipes/finetune_glue.gin", "switch_glue_v002_proportion
               "super_glue": ("recipes/finetune_super_glue.gin",
                              "switch_super_glue_v102_proportional")}
 DEFAULT_PAIR = "switch,dense"  # tools/finetune_sst2.py's MODELS, pre-trained by --pretrain_steps
+# How the default pair pre-trains: what the headline run (tools/repro_speedup.py) settled on.
+# All the shared English text (31 MB: the fewest passes the data allows), span corruption as
+# the paper pre-trains; a schedule whose value at step N does not depend on the run's length
+# (constant 0.01 for 1000 steps, then 1/sqrt(step)), so a longer pre-training continues the
+# same curve; and the Switch experts initialised like the dense FFN they replace
+# (repro/twin_init.gin), so the two models differ only in the FFN's sparsity.
+PRETRAIN_TASK = "switch_english_span_corruption"
+PRETRAIN_GIN = ("repro/constant_rsqrt.gin",)
+PRETRAIN_MODEL_GIN = {"switch": ("repro/twin_init.gin",), "dense": ()}
+PRETRAIN_RECIPE_FILE = "pretrain_recipe.json"
 
 
 @dataclass
@@ -81,11 +91,15 @@ def parser() -> argparse.ArgumentParser:
                       "MODEL_DIR/model.gin (what an HF import writes)")
   p.add_argument("--pretrain_steps", type=int, default=None,
                  help="default pair only: pre-train both to this step first (resuming)")
-  p.add_argument("--pretrain_task", default="switch_pydocs_span_corruption",
+  p.add_argument("--pretrain_task", default=PRETRAIN_TASK,
                  help="default pair only: the span-corruption task they pre-train on")
-  p.add_argument("--pretrain_dir", default=os.path.join(REPO, "runs", "section4"),
-                 help="default pair only: {pretrain_dir}/pretrain/{switch,dense} (shared with "
-                      "tools/finetune_sst2.py and tools/distill.py)")
+  p.add_argument("--pretrain_gin_file", action="append", default=None,
+                 help="default pair only: gin files for pre-training (repeatable; default: "
+                      + ", ".join(PRETRAIN_GIN) + "; the Switch model adds "
+                      + ", ".join(PRETRAIN_MODEL_GIN["switch"]) + ")")
+  p.add_argument("--pretrain_dir", default=os.path.join(REPO, "runs", "glue_pretrain"),
+                 help="default pair only: {pretrain_dir}/pretrain/{switch,dense} (tools/"
+                      "distill.py --output_dir DIR distils the same pair)")
   p.add_argument("--benchmarks", default="glue,super_glue",
                  help="comma-separated subset of: " + ", ".join(BENCHMARKS))
   p.add_argument("--finetune_steps", type=int, default=1000)
@@ -160,6 +174,39 @@ def models_from_flags(flags) -> List[Model]:
   return models
 
 
+def pretrain_recipe(name: str, flags) -> dict:
+  """What pre-trains model ``name`` of the default pair: task, steps' schedule, gin files."""
+  gin_files = [*(flags.pretrain_gin_file if flags.pretrain_gin_file is not None
+                 else PRETRAIN_GIN), *PRETRAIN_MODEL_GIN[name], *flags.gin_file]
+  return {"task": flags.pretrain_task, "gin_files": gin_files,
+          "gin_params": list(flags.gin_param)}
+
+
+def check_pretrain_recipe(model_dir: str, recipe: dict) -> None:
+  """SystemExit if ``model_dir`` holds checkpoints of another pre-training recipe (or of one
+  this tool did not write): resuming or fine-tuning it would silently mix the two."""
+  path = os.path.join(model_dir, PRETRAIN_RECIPE_FILE)
+  saved = run_results.checkpoint_steps(model_dir)
+  if os.path.isfile(path):
+    with open(path) as f:
+      found = json.load(f)
+    if found != recipe:
+      changed = sorted(k for k in {*found, *recipe} if found.get(k) != recipe.get(k))
+      raise SystemExit(f"{model_dir} was pre-trained with another recipe ({', '.join(changed)}: "
+                       f"{[found.get(k) for k in changed]} there, {[recipe.get(k) for k in changed]}"
+                       " asked); give another --pretrain_dir, or the same flags as before")
+  elif saved:
+    raise SystemExit(f"{model_dir} holds checkpoints {saved} but no {PRETRAIN_RECIPE_FILE}: not "
+                     "pre-trained by this tool; give another --pretrain_dir, or fine-tune it "
+                     "with --model NAME=DIR --model_gin NAME=...")
+
+
+def write_pretrain_recipe(model_dir: str, recipe: dict) -> None:
+  os.makedirs(model_dir, exist_ok=True)
+  with open(os.path.join(model_dir, PRETRAIN_RECIPE_FILE), "w") as f:
+    json.dump(recipe, f, indent=1)
+
+
 def benchmarks_from_flags(flags) -> List[str]:
   names = [b for b in flags.benchmarks.split(",") if b]
   unknown = [b for b in names if b not in BENCHMARKS]
@@ -170,7 +217,9 @@ def benchmarks_from_flags(flags) -> List[str]:
 
 
 def check_gin_files(models: List[Model], flags) -> None:
-  for path in [f for m in models for f in m.gin_files] + flags.gin_file:
+  pretrain = ([f for m in models for f in pretrain_recipe(m.name, flags)["gin_files"]]
+              if not flags.model else [])
+  for path in [f for m in models for f in m.gin_files] + flags.gin_file + pretrain:
     if not gin_file_exists(path):
       raise SystemExit(f"gin file {path!r} not found (as given, nor under gin/)")
 
@@ -409,6 +458,9 @@ def main(argv=None) -> int:
   models = models_from_flags(flags)
   benchmarks = benchmarks_from_flags(flags)
   check_gin_files(models, flags)
+  if not flags.model:
+    for model in models:
+      check_pretrain_recipe(model.model_dir, pretrain_recipe(model.name, flags))
   for module in flags.module_import:
     __import__(module)
   import tasks
@@ -426,9 +478,13 @@ def main(argv=None) -> int:
       saved = run_results.checkpoint_steps(model.model_dir)
       if saved and saved[-1] >= flags.pretrain_steps:
         continue  # an earlier invocation's time is already in the timings
-      timings.run(f"pretrain-{model.name}", lambda name=model.name: finetune_sst2.pretrain(
-          name, flags.pretrain_task, flags.pretrain_steps, flags.pretrain_dir, flags.gin_param,
-          flags.module_import, gin_files=flags.gin_file), steps=flags.pretrain_steps)
+      recipe = pretrain_recipe(model.name, flags)
+      write_pretrain_recipe(model.model_dir, recipe)
+      timings.run(f"pretrain-{model.name}", lambda name=model.name, r=recipe:
+                  finetune_sst2.pretrain(name, r["task"], flags.pretrain_steps,
+                                         flags.pretrain_dir, r["gin_params"],
+                                         flags.module_import, gin_files=r["gin_files"]),
+                  steps=flags.pretrain_steps)
   for model in models:
     saved = run_results.checkpoint_steps(model.model_dir)
     if not saved:

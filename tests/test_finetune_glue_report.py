@@ -166,6 +166,28 @@ def test_bad_flags_are_named_before_anything_runs(tmp_path):
     finetune_glue.vocabulary_path("no_such_task")
 
 
+def test_the_default_pair_pretrains_with_the_headline_recipe_and_never_mixes_recipes(tmp_path):
+  flags = finetune_glue.parser().parse_args(["--pretrain_dir", str(tmp_path)])
+  switch = finetune_glue.pretrain_recipe("switch", flags)
+  dense = finetune_glue.pretrain_recipe("dense", flags)
+  assert switch["task"] == dense["task"] == "switch_english_span_corruption"
+  assert switch["gin_files"] == ["repro/constant_rsqrt.gin", "repro/twin_init.gin"]
+  assert dense["gin_files"] == ["repro/constant_rsqrt.gin"]
+  model_dir = str(tmp_path / "pretrain" / "switch")
+  finetune_glue.check_pretrain_recipe(model_dir, switch)  # nothing there yet: fine
+  os.makedirs(model_dir)
+  (tmp_path / "pretrain" / "switch" / "model.ckpt-20.index").write_text("")
+  with pytest.raises(SystemExit, match=r"checkpoints \[20\] but no pretrain_recipe.json"):
+    finetune_glue.check_pretrain_recipe(model_dir, switch)
+  finetune_glue.write_pretrain_recipe(model_dir, switch)
+  finetune_glue.check_pretrain_recipe(model_dir, switch)  # the same recipe resumes
+  other = finetune_glue.parser().parse_args(
+      ["--pretrain_dir", str(tmp_path), "--pretrain_task", "switch_pydocs_span_corruption"])
+  with pytest.raises(SystemExit, match=r"another recipe \(task: \['switch_english_span_corr"):
+    finetune_glue.check_pretrain_recipe(model_dir, finetune_glue.pretrain_recipe("switch",
+                                                                               other))
+
+
 # ---------------------------------------------------------------- the report from t5's summaries
 
 
