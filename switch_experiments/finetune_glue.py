@@ -192,9 +192,10 @@ def check_pretrain_recipe(model_dir: str, recipe: dict) -> None:
       found = json.load(f)
     if found != recipe:
       changed = sorted(k for k in {*found, *recipe} if found.get(k) != recipe.get(k))
+      there, asked = [found.get(k) for k in changed], [recipe.get(k) for k in changed]
       raise SystemExit(f"{model_dir} was pre-trained with another recipe ({', '.join(changed)}: "
-                       f"{[found.get(k) for k in changed]} there, {[recipe.get(k) for k in changed]}"
-                       " asked); give another --pretrain_dir, or the same flags as before")
+                       f"{there} there, {asked} asked); give another --pretrain_dir, or the "
+                       "same flags as before")
   elif saved:
     raise SystemExit(f"{model_dir} holds checkpoints {saved} but no {PRETRAIN_RECIPE_FILE}: not "
                      "pre-trained by this tool; give another --pretrain_dir, or fine-tune it "
