@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+from typing import Optional
 
 from switch_experiments import repro_curves
 from switch_experiments.repro_outputs import finish_quality_panels, pyplot, save
@@ -53,15 +54,26 @@ def plot_quality_with_seeds(path: str, groups: dict, title: str) -> None:
   finish_quality_panels(fig, by_step, by_time, CPU_SECONDS_LABEL, title, path)
 
 
-def draw_speedup_per_expert_count(axes, points: list, ylabel: str, title: str) -> None:
+def draw_speedup_per_expert_count(axes, points: list, ylabel: str, title: str,
+                                  seed_points: Optional[dict] = None) -> None:
   """points: [(experts, speed-up, is a lower bound)]; the speed-up against the number of
-  experts (log 2), each point labelled ("> " before a lower bound), 1x dashed."""
+  experts (log 2), each point labelled ("> " before a lower bound), 1x dashed.
+
+  seed_points: {experts: [each seed's speed-up]}, drawn as small grey dots beside the line
+  (the line is the seed mean's speed-up), so the spread over seeds shows.
+  """
   if points:
     points = sorted(points)
-    axes.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    axes.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+              label="seed mean" if seed_points else None)
     for experts, speedup, bound in points:
       axes.annotate(("> " if bound else "") + f"{speedup:.2f}x", (experts, speedup),
                     textcoords="offset points", xytext=(4, 4), fontsize="small")
+  if seed_points:
+    xs = [e for e, values in sorted(seed_points.items()) for _ in values]
+    ys = [v for _, values in sorted(seed_points.items()) for v in values]
+    axes.scatter(xs, ys, s=14, color="grey", zorder=3, label="each seed")
+    axes.legend(fontsize="small")
   axes.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
   axes.set_xscale("log", base=2)
   axes.set_xlabel("experts per Switch layer")

@@ -287,9 +287,14 @@ def plot_quality(path: str, groups: dict, speedups: dict, title: str) -> None:
                                 title, path)
 
 
-def plot_speedup_curves(path: str, speedups: dict, dense_steps: int) -> None:
+def plot_speedup_curves(path: str, speedups: dict, dense_steps: int,
+                        per_seed: Optional[dict] = None) -> None:
   """Figure 4 right: the step speed-up of each Switch model at each of its checkpoints;
-  hollow markers are lower bounds (dense never reached that quality within its steps)."""
+  hollow markers are lower bounds (dense never reached that quality within its steps).
+
+  per_seed: {switch model: [each seed's speed-up at its last checkpoint]} (seed_speedups),
+  drawn beside the seed mean's in the per-expert-count panel where a model has several.
+  """
   plt = outputs.pyplot()
   fig, (curve_axes, final_axes) = plt.subplots(1, 2, figsize=(12, 4.5))
   finals = []
@@ -310,8 +315,11 @@ def plot_speedup_curves(path: str, speedups: dict, dense_steps: int) -> None:
                        "hollow: dense never got there, a lower bound)")
   curve_axes.legend(fontsize="small")
   curve_axes.grid(alpha=0.3)
+  seed_points = {int(model.split("_")[1]): values
+                 for model, values in (per_seed or {}).items() if len(values) > 1}
   repro_scaling_plots.draw_speedup_per_expert_count(
-      final_axes, finals, "step speed-up at the last checkpoint", "Speed-up per expert count")
+      final_axes, finals, "step speed-up at the last checkpoint", "Speed-up per expert count",
+      seed_points=seed_points)
   fig.tight_layout()
   outputs.save(fig, path)
 
@@ -364,7 +372,9 @@ def write_results(curves: dict, settings: dict, flags, started: float, failures:
   title = f"Switch vs dense, {settings['task']}, batch {settings['batch_size']}"
   plot_quality(os.path.join(results_dir, "quality.png"), groups, speedups, title)
   plot_speedup_curves(os.path.join(results_dir, "speedup.png"), speedups,
-                      dense_mean[-1]["step"])
+                      dense_mean[-1]["step"],
+                      {model: seed_speedups(seed_curves, dense_curve)
+                       for model, seed_curves in groups.items() if model != "dense"})
   load_plots = []
   for name, (scalars, source) in repro_scaling_plots.routing_records(
       os.path.join(results_dir, "models"), curves).items():

@@ -45,6 +45,22 @@ def test_speedup_curve_covers_every_switch_checkpoint_but_the_first():
   assert points[1]["speedup"] is None and points[1]["lower_bound"] == 2.0
 
 
+def test_the_expert_count_panel_shows_each_seed_beside_the_seed_mean(tmp_path, monkeypatch):
+  figures = []
+  monkeypatch.setattr(repro_speedup.outputs, "save", lambda fig, path: figures.append(fig))
+  groups = {"switch_4": [_curve((0, -9.0), (100, -5.5)), _curve((0, -9.0), (100, -5.3))],
+            "switch_16": [_curve((0, -9.0), (100, -5.0))]}
+  speedups = repro_speedup.speedup_curves(groups, DENSE)
+  per_seed = {m: repro_speedup.seed_speedups(c, DENSE) for m, c in groups.items()}
+  assert per_seed["switch_4"] == [pytest.approx(1.5), pytest.approx(1.7)]
+  repro_speedup.plot_speedup_curves(str(tmp_path / "s.png"), speedups, 400, per_seed)
+  (_, by_experts) = figures[0].axes
+  (dots,) = by_experts.collections  # one seed of switch_16: no dots for it
+  assert dots.get_offsets().tolist() == [[4, pytest.approx(1.5)], [4, pytest.approx(1.7)]]
+  (line,) = by_experts.lines[:1]
+  assert line.get_xdata().tolist() == [4, 16]  # the seed means
+
+
 def test_overfitting_dense_curve_is_cut_at_its_best_checkpoint():
   falling = _curve((0, -9.0), (100, -5.0), (200, -4.5), (300, -4.7))
   cut, sentence = repro_speedup.usable_dense(falling)
