@@ -179,7 +179,9 @@ def summary_rows(groups: dict, dense_curve: list, dense_mean: list, examples_per
   """One row per model: its final seed-mean quality, dense's at the same step, the step
   speed-up at its last checkpoint and its spread over seeds."""
   at_dense = repro_curves.quality_at(dense_mean)
-  std_at_dense = {r["step"]: r["std"] for r in dense_mean}
+  # Dense's seed std where it has seeds: with one dense seed a pooled std would be the Switch
+  # model's alone, and the gap would look that many times more certain than it is.
+  std_at_dense = {r["step"]: r["std"] for r in dense_mean if r.get("seeds", 1) > 1}
   rows = []
   for model, seed_curves in groups.items():
     mean = repro_curves.mean_curve(seed_curves)
@@ -193,7 +195,8 @@ def summary_rows(groups: dict, dense_curve: list, dense_mean: list, examples_per
                    per_step])
       continue
     same_step = at_dense.get(final["step"])
-    pooled = ((final["std"] ** 2 + std_at_dense.get(final["step"], 0.0) ** 2) / 2) ** 0.5
+    pooled = (((final["std"] ** 2 + std_at_dense[final["step"]] ** 2) / 2) ** 0.5
+              if final["seeds"] > 1 and final["step"] in std_at_dense else None)
     gap = final["neg_log_perplexity"] - same_step if same_step is not None else None
     result = speedup_at(final["neg_log_perplexity"], final["step"], dense_curve)
     per_seed = seed_speedups(seed_curves, dense_curve)
@@ -203,7 +206,7 @@ def summary_rows(groups: dict, dense_curve: list, dense_mean: list, examples_per
         model, final["seeds"], final["step"], passes, final["neg_log_perplexity"],
         final["std"] if final["seeds"] > 1 else None,
         same_step if same_step is not None else "-",
-        f"{gap / pooled:.1f}" if gap is not None and pooled > 0 else "-",
+        f"{gap / pooled:.1f}" if gap is not None and pooled else "-",
         f"{result['dense_step']:.0f}" if result["dense_step"] is not None
         else f"not within {dense_curve[-1]['step']}",
         speedup_text(result),

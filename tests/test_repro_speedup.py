@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from switch_experiments import repro_scaling_plots, repro_speedup
+from switch_experiments import repro_curves, repro_scaling_plots, repro_speedup
 
 
 def _curve(*points, std=0.0):
@@ -90,6 +90,13 @@ def test_summary_rows_per_seed_speedups_and_their_spread():
   assert row["(speed-up - 1) / seed std"] == "1.0"  # (1.5 - 1) / 0.5
   assert row["passes"] == "2.00"
   assert row["CPU s per step"] == pytest.approx(0.5)
+  assert row["gap / pooled seed std"] == "-"  # one dense seed: no pooled std
+  # Two dense seeds at -6.0 +- 0.1 at step 100 (std 0.1414): pooled sqrt((0.5^2 + 0.02) / 2).
+  dense_seeds = [_curve((0, -9.0), (100, -5.9)), _curve((0, -9.0), (100, -6.1))]
+  rows = repro_speedup.summary_rows({"dense": dense_seeds, "switch_16": seeds}, DENSE,
+                                    repro_curves.mean_curve(dense_seeds), None, 4)
+  row = dict(zip(repro_speedup.SUMMARY_HEADER, rows[1], strict=True))
+  assert row["gap / pooled seed std"] == f"{0.5 / ((0.25 + 0.02) / 2) ** 0.5:.1f}"
 
 
 def test_goal_verdict_reads_the_rows():
