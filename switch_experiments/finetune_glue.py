@@ -382,6 +382,13 @@ def _top_answers(counts: Dict[str, int], shown: int = 3) -> str:
   return ", ".join(f"{a}: {n}" for a, n in top) + (", ..." if len(counts) > shown else "")
 
 
+def _shown(path: str) -> str:
+  """A path as the report shows it: relative to the repository when inside it, so a committed
+  report does not name the machine's directories."""
+  relative = os.path.relpath(os.path.abspath(path), REPO)
+  return path if relative.startswith("..") else relative
+
+
 def report(models: List[Model], benchmarks: List[str], scores, base, timings: Timings,
            submissions, flags) -> str:
   """Writes the markdown, CSV, JSON and PNG; returns the markdown."""
@@ -399,7 +406,7 @@ def report(models: List[Model], benchmarks: List[str], scores, base, timings: Ti
            "majority class predicts each task's most common dev answer. "
            f"Machine: {platform.machine()}, {os.cpu_count()} CPUs. One seed.", "",
            "| model | directory | initial step | gin files |", "| --- | --- | --- | --- |"]
-  lines += [f"| {m.name} | `{m.model_dir}` | {m.init_step} | "
+  lines += [f"| {m.name} | `{_shown(m.model_dir)}` | {m.init_step} | "
             + ", ".join(f"`{g}`" for g in m.gin_files) + " |" for m in models]
   csv_rows, curves, baseline_frames = [], {}, {}
   for benchmark in benchmarks:
@@ -432,7 +439,7 @@ def report(models: List[Model], benchmarks: List[str], scores, base, timings: Ti
   if submissions:
     lines += ["## Test-set submissions", ""]
     for (name, benchmark), written in submissions.items():
-      lines.append(f"- {name}, {benchmark}: `{written['directory']}` "
+      lines.append(f"- {name}, {benchmark}: `{_shown(written['directory'])}` "
                    + ", ".join(f"{os.path.basename(p)} ({written['invalid'][t]} invalid)"
                                for t, p in written["files"].items()))
     lines.append("")
@@ -444,12 +451,14 @@ def report(models: List[Model], benchmarks: List[str], scores, base, timings: Ti
                    f"fine-tuning from step {', '.join(str(m.init_step) for m in models)}")
   record = {"command": command, "finetune_steps": flags.finetune_steps,
             "eval_every": flags.eval_every,
-            "models": [{"name": m.name, "model_dir": m.model_dir, "init_step": m.init_step,
+            "models": [{"name": m.name, "model_dir": _shown(m.model_dir), "init_step": m.init_step,
                         "gin_files": m.gin_files} for m in models],
             "dev_scores": {b: {m: {str(s): v for s, v in per.items()}
                                for m, per in scores[b].items()} for b in benchmarks},
             "majority_baseline": base, "runs": timings.runs,
-            "submissions": {f"{n}/{b}": w for (n, b), w in submissions.items()}}
+            "submissions": {f"{n}/{b}": {**w, "directory": _shown(w["directory"]),
+                                         "files": {t: _shown(f) for t, f in w["files"].items()}}
+                            for (n, b), w in submissions.items()}}
   cli_runs.write_results(flags.results_dir, "finetune_glue", text, record)
   return text
 
