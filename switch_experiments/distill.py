@@ -22,7 +22,7 @@ import platform
 import shlex
 import sys
 
-from switch_experiments import cli_runs, finetune_sst2
+from switch_experiments import cli_runs, finetune_glue, finetune_sst2
 
 DISTILL = "recipes/distill.gin"
 
@@ -32,6 +32,12 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--task", default="switch_pydocs_span_corruption",
                  help="pre-training and distillation data (a text task)")
   p.add_argument("--pretrain_steps", type=int, default=2000)
+  p.add_argument("--pretrain_gin_file", action="append", default=[],
+                 help="gin files for both models' pre-training (repeatable), e.g. "
+                      "repro/constant_rsqrt.gin as tools/finetune_glue.py pre-trains")
+  p.add_argument("--switch_pretrain_gin_file", action="append", default=[],
+                 help="gin files for the teacher's pre-training only, after "
+                      "--pretrain_gin_file (e.g. repro/twin_init.gin)")
   p.add_argument("--distill_steps", type=int, default=2000)
   p.add_argument("--fraction_soft", type=float, default=0.25,
                  help="weight of the teacher's probabilities in the loss (paper: 0.25)")
@@ -68,10 +74,20 @@ def main(argv=None) -> int:
   models = finetune_sst2.MODELS
   mesh = finetune_sst2.MESH
   common = [f'MIXTURE_NAME = "{flags.task}"', *flags.gin_param]
+  pretrain_gin = {"switch": [*flags.pretrain_gin_file, *flags.switch_pretrain_gin_file],
+                  "dense": list(flags.pretrain_gin_file)}
+  for name, gin_files in pretrain_gin.items():  # before TensorFlow starts
+    for path in gin_files:
+      if not finetune_glue.gin_file_exists(path):
+        raise SystemExit(f"--pretrain_gin_file: gin file {path!r} not found")
+    finetune_sst2.check_pretrain_recipe(
+        finetune_sst2.pretrain_dir(flags.output_dir, name),
+        finetune_sst2.pretrain_recipe(flags.task, gin_files, flags.gin_param))
   quality = {}
   for name in ("switch", "dense"):
     model_dir = finetune_sst2.pretrain(name, flags.task, flags.pretrain_steps,
-                                       flags.output_dir, flags.gin_param, flags.module_import)
+                                       flags.output_dir, flags.gin_param, flags.module_import,
+                                       gin_files=pretrain_gin[name])
     quality[name] = _single(cli_runs.perplexity_eval(
         model_dir, [models[name], mesh], common, flags.pretrain_steps, name,
         flags.eval_batches, flags.module_import))

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from mtf_base import paths
-from switch_experiments import cli_runs, run_results
+from switch_experiments import cli_runs, finetune_sst2, run_results
 
 REPO = cli_runs.REPO
 FINETUNE_EVAL = "recipes/finetune_eval.gin"
@@ -66,7 +66,6 @@ DEFAULT_PAIR = "switch,dense"  # tools/finetune_sst2.py's MODELS, pre-trained by
 PRETRAIN_TASK = "switch_english_span_corruption"
 PRETRAIN_GIN = ("repro/constant_rsqrt.gin",)
 PRETRAIN_MODEL_GIN = {"switch": ("repro/twin_init.gin",), "dense": ()}
-PRETRAIN_RECIPE_FILE = "pretrain_recipe.json"
 
 
 @dataclass
@@ -145,7 +144,6 @@ def models_from_flags(flags) -> List[Model]:
     raise SystemExit(f"--finetune_steps ({flags.finetune_steps}) and --eval_every "
                      f"({flags.eval_every}) must be positive")
   if not flags.model:
-    from switch_experiments import finetune_sst2
     return [Model(name, os.path.join(flags.pretrain_dir, "pretrain", name),
                   [finetune_sst2.MODELS[name], finetune_sst2.MESH])
             for name in DEFAULT_PAIR.split(",")]
@@ -178,34 +176,7 @@ def pretrain_recipe(name: str, flags) -> dict:
   """What pre-trains model ``name`` of the default pair: task, steps' schedule, gin files."""
   gin_files = [*(flags.pretrain_gin_file if flags.pretrain_gin_file is not None
                  else PRETRAIN_GIN), *PRETRAIN_MODEL_GIN[name], *flags.gin_file]
-  return {"task": flags.pretrain_task, "gin_files": gin_files,
-          "gin_params": list(flags.gin_param)}
-
-
-def check_pretrain_recipe(model_dir: str, recipe: dict) -> None:
-  """SystemExit if ``model_dir`` holds checkpoints of another pre-training recipe (or of one
-  this tool did not write): resuming or fine-tuning it would silently mix the two."""
-  path = os.path.join(model_dir, PRETRAIN_RECIPE_FILE)
-  saved = run_results.checkpoint_steps(model_dir)
-  if os.path.isfile(path):
-    with open(path) as f:
-      found = json.load(f)
-    if found != recipe:
-      changed = sorted(k for k in {*found, *recipe} if found.get(k) != recipe.get(k))
-      there, asked = [found.get(k) for k in changed], [recipe.get(k) for k in changed]
-      raise SystemExit(f"{model_dir} was pre-trained with another recipe ({', '.join(changed)}: "
-                       f"{there} there, {asked} asked); give another --pretrain_dir, or the "
-                       "same flags as before")
-  elif saved:
-    raise SystemExit(f"{model_dir} holds checkpoints {saved} but no {PRETRAIN_RECIPE_FILE}: not "
-                     "pre-trained by this tool; give another --pretrain_dir, or fine-tune it "
-                     "with --model NAME=DIR --model_gin NAME=...")
-
-
-def write_pretrain_recipe(model_dir: str, recipe: dict) -> None:
-  os.makedirs(model_dir, exist_ok=True)
-  with open(os.path.join(model_dir, PRETRAIN_RECIPE_FILE), "w") as f:
-    json.dump(recipe, f, indent=1)
+  return finetune_sst2.pretrain_recipe(flags.pretrain_task, gin_files, flags.gin_param)
 
 
 def benchmarks_from_flags(flags) -> List[str]:
@@ -470,7 +441,7 @@ def main(argv=None) -> int:
   check_gin_files(models, flags)
   if not flags.model:
     for model in models:
-      check_pretrain_recipe(model.model_dir, pretrain_recipe(model.name, flags))
+      finetune_sst2.check_pretrain_recipe(model.model_dir, pretrain_recipe(model.name, flags))
   for module in flags.module_import:
     __import__(module)
   import tasks
@@ -483,13 +454,11 @@ def main(argv=None) -> int:
     finetune_vocabulary.use_vocabulary(vocabulary)  # for the baselines and submissions here
   timings = Timings(os.path.join(flags.output_dir, "finetune_glue_times.json"))
   if not flags.model and flags.pretrain_steps:
-    from switch_experiments import finetune_sst2
     for model in models:
       saved = run_results.checkpoint_steps(model.model_dir)
       if saved and saved[-1] >= flags.pretrain_steps:
         continue  # an earlier invocation's time is already in the timings
       recipe = pretrain_recipe(model.name, flags)
-      write_pretrain_recipe(model.model_dir, recipe)
       timings.run(f"pretrain-{model.name}", lambda name=model.name, r=recipe:
                   finetune_sst2.pretrain(name, r["task"], flags.pretrain_steps,
                                          flags.pretrain_dir, r["gin_params"],

@@ -20,6 +20,7 @@ finished training is not repeated (delete ``--output_dir`` to start over).
 
 import argparse
 import collections
+import json
 import os
 import platform
 import shlex
@@ -32,6 +33,11 @@ MODELS = {"switch": "models/switch_tiny.gin", "dense": "models/t5_tiny.gin"}
 MESH = "mesh/cpu_data_parallel.gin"
 FINETUNE = "recipes/finetune.gin"
 FINETUNE_EVAL = "recipes/finetune_eval.gin"
+# What pre-trained a model directory (task, gin files past the model's and the mesh's, gin
+# parameters), written beside its checkpoints. finetune_sst2, finetune_glue, distill and
+# multilingual share pre-training directories; this keeps one tool from resuming another's
+# run with a different recipe.
+PRETRAIN_RECIPE_FILE = "pretrain_recipe.json"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,13 +55,55 @@ def parser() -> argparse.ArgumentParser:
   return p
 
 
+def pretrain_recipe(task: str, gin_files=(), gin_params=()) -> dict:
+  """The record of how a model directory is pre-trained, as pretrain_recipe.json holds it."""
+  return {"task": task, "gin_files": list(gin_files), "gin_params": list(gin_params)}
+
+
+def check_pretrain_recipe(model_dir: str, recipe: dict) -> None:
+  """SystemExit if ``model_dir`` holds checkpoints of another pre-training recipe (or no
+  record of one): resuming it, or reporting on it as this recipe's, would mix the two."""
+  path = os.path.join(model_dir, PRETRAIN_RECIPE_FILE)
+  saved = run_results.checkpoint_steps(model_dir)
+  if os.path.isfile(path):
+    with open(path) as f:
+      found = json.load(f)
+    if found != recipe:
+      changed = sorted(k for k in {*found, *recipe} if found.get(k) != recipe.get(k))
+      there, asked = [found.get(k) for k in changed], [recipe.get(k) for k in changed]
+      raise SystemExit(f"{model_dir} was pre-trained with another recipe ({', '.join(changed)}: "
+                       f"{there} there, {asked} asked); give another output directory, or the "
+                       "same task, gin files and gin parameters as before")
+  elif saved:
+    raise SystemExit(f"{model_dir} holds checkpoints {saved} but no {PRETRAIN_RECIPE_FILE}: "
+                     "not pre-trained by these tools (or before they recorded recipes), so "
+                     "resuming it could mix two recipes; give another output directory")
+
+
+def write_pretrain_recipe(model_dir: str, recipe: dict) -> None:
+  os.makedirs(model_dir, exist_ok=True)
+  with open(os.path.join(model_dir, PRETRAIN_RECIPE_FILE), "w") as f:
+    json.dump(recipe, f, indent=1)
+
+
+def pretrain_dir(output_dir: str, name: str) -> str:
+  return os.path.join(output_dir, "pretrain", name)
+
+
 def pretrain(name: str, task: str, steps: int, output_dir: str, gin_params=(),
              module_imports=(), gin_files=()) -> str:
   """Pre-trains MODELS[name] on task to ``steps`` (resuming); returns its model directory.
 
   gin_files: further gin files after the model's and the mesh's (e.g. repro/micro.gin).
+  A directory pre-trained with another task, gin files or gin parameters is an error
+  (``check_pretrain_recipe``), never resumed.
   """
-  model_dir = os.path.join(output_dir, "pretrain", name)
+  model_dir = pretrain_dir(output_dir, name)
+  recipe = pretrain_recipe(task, gin_files, gin_params)
+  check_pretrain_recipe(model_dir, recipe)
+  saved = run_results.checkpoint_steps(model_dir)
+  if not saved or saved[-1] < steps:
+    write_pretrain_recipe(model_dir, recipe)
   cli_runs.train(model_dir, [MODELS[name], MESH, *gin_files],
                  [f'MIXTURE_NAME = "{task}"', *gin_params],
                  steps, checkpoint_every=steps, label=f"pretrain-{name}",
@@ -147,6 +195,9 @@ def main(argv=None) -> int:
   if unknown or not names:
     raise SystemExit(f"--models: unknown model(s) {unknown or flags.models!r}; "
                      f"expected a subset of {list(MODELS)}")
+  for name in names:  # before TensorFlow starts
+    check_pretrain_recipe(pretrain_dir(flags.output_dir, name),
+                          pretrain_recipe(flags.pretrain_task, (), flags.gin_param))
   for module in flags.module_import:
     __import__(module)
   rows = []

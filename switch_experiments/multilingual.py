@@ -78,6 +78,10 @@ def main(argv=None) -> int:
   eval_params = [f'MIXTURE_NAME = "{flags.mixture}"', *flags.gin_param,
                  "utils.run.eval_dataset_fn = @t5.models.mesh_transformer.mesh_eval_dataset_fn",
                  "mesh_eval_dataset_fn.mixture_or_task_name = %MIXTURE_NAME"]
+  for name in ("dense", "switch"):  # before TensorFlow starts
+    finetune_sst2.check_pretrain_recipe(
+        finetune_sst2.pretrain_dir(flags.output_dir, name),
+        finetune_sst2.pretrain_recipe(flags.mixture, (), flags.gin_param))
   quality = {}
   for name in ("dense", "switch"):
     model_dir = finetune_sst2.pretrain(name, flags.mixture, flags.steps, flags.output_dir,

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import seqio
 
-from switch_experiments import benchmark_averages, finetune_glue, glue_report, majority_baseline
+from switch_experiments import (benchmark_averages, finetune_glue, finetune_sst2, glue_report,
+                                majority_baseline)
 from tasks import benchmark_files, registry
 
 # ---------------------------------------------------------------- the majority class
@@ -174,17 +175,17 @@ def test_the_default_pair_pretrains_with_the_headline_recipe_and_never_mixes_rec
   assert switch["gin_files"] == ["repro/constant_rsqrt.gin", "repro/twin_init.gin"]
   assert dense["gin_files"] == ["repro/constant_rsqrt.gin"]
   model_dir = str(tmp_path / "pretrain" / "switch")
-  finetune_glue.check_pretrain_recipe(model_dir, switch)  # nothing there yet: fine
+  finetune_sst2.check_pretrain_recipe(model_dir, switch)  # nothing there yet: fine
   os.makedirs(model_dir)
   (tmp_path / "pretrain" / "switch" / "model.ckpt-20.index").write_text("")
   with pytest.raises(SystemExit, match=r"checkpoints \[20\] but no pretrain_recipe.json"):
-    finetune_glue.check_pretrain_recipe(model_dir, switch)
-  finetune_glue.write_pretrain_recipe(model_dir, switch)
-  finetune_glue.check_pretrain_recipe(model_dir, switch)  # the same recipe resumes
+    finetune_sst2.check_pretrain_recipe(model_dir, switch)
+  finetune_sst2.write_pretrain_recipe(model_dir, switch)
+  finetune_sst2.check_pretrain_recipe(model_dir, switch)  # the same recipe resumes
   other = finetune_glue.parser().parse_args(
       ["--pretrain_dir", str(tmp_path), "--pretrain_task", "switch_pydocs_span_corruption"])
   with pytest.raises(SystemExit, match=r"another recipe \(task: \['switch_english_span_corr"):
-    finetune_glue.check_pretrain_recipe(model_dir, finetune_glue.pretrain_recipe("switch",
+    finetune_sst2.check_pretrain_recipe(model_dir, finetune_glue.pretrain_recipe("switch",
                                                                                other))
 
 

@@ -3,6 +3,8 @@ multilingual.py), on numbers checked by hand. The CLI runs they drive are tested
 test_cli_end_to_end.py."""
 
 
+import os
+
 import pytest
 
 from switch_experiments import distill, finetune_sst2, multilingual
@@ -57,3 +59,49 @@ def test_majority_baseline_counts_the_validation_targets(tmp_path, monkeypatch):
   assert baseline["label"] == "positive"
   assert baseline["accuracy"] == pytest.approx(80.0)
   assert baseline["counts"] == {"positive": 4, "negative": 1}
+
+
+def test_distill_resumes_only_a_pair_pretrained_with_its_own_recipe(tmp_path, monkeypatch):
+  """tools/distill.py shares pre-training directories with tools/finetune_glue.py: a pair that
+  finetune_glue pre-trained with the headline's recipe is refused unless distill is given the
+  same recipe, and then trains (resumes) with exactly those gin files."""
+  trained = []
+
+  def fake_train(model_dir, gin_files, gin_params, steps, **kwargs):
+    trained.append((os.path.basename(model_dir), gin_files[2:]))
+    raise RuntimeError("stop: TensorFlow would start here")
+
+  monkeypatch.setattr(finetune_sst2.cli_runs, "train", fake_train)
+  glue_recipe = {"switch": ["repro/constant_rsqrt.gin", "repro/twin_init.gin"],
+                 "dense": ["repro/constant_rsqrt.gin"]}
+  for name, gin_files in glue_recipe.items():
+    model_dir = finetune_sst2.pretrain_dir(str(tmp_path), name)
+    os.makedirs(model_dir)
+    open(os.path.join(model_dir, "model.ckpt-2000.index"), "w").close()
+    finetune_sst2.write_pretrain_recipe(
+        model_dir, finetune_sst2.pretrain_recipe("switch_english_span_corruption", gin_files))
+  common = ["--output_dir", str(tmp_path), "--task", "switch_english_span_corruption",
+            "--pretrain_steps", "4000"]
+  with pytest.raises(SystemExit, match=r"switch was pre-trained with another recipe "
+                                       r"\(gin_files: \[\['repro/constant_rsqrt.gin', "
+                                       r"'repro/twin_init.gin'\]\] there, \[\[\]\] asked\)"):
+    distill.main(common)
+  assert trained == []
+  with pytest.raises(SystemExit, match=r"gin file 'repro/absent.gin' not found"):
+    distill.main([*common, "--pretrain_gin_file", "repro/absent.gin"])
+  with pytest.raises(RuntimeError, match="stop"):
+    distill.main([*common, "--pretrain_gin_file", "repro/constant_rsqrt.gin",
+                  "--switch_pretrain_gin_file", "repro/twin_init.gin"])
+  assert trained == [("switch", ["repro/constant_rsqrt.gin", "repro/twin_init.gin"])]
+
+
+def test_pretraining_without_a_recipe_record_is_refused_before_training(tmp_path, monkeypatch):
+  monkeypatch.setattr(finetune_sst2.cli_runs, "train",
+                      lambda *a, **k: pytest.fail("trained a directory of unknown recipe"))
+  model_dir = finetune_sst2.pretrain_dir(str(tmp_path), "dense")
+  os.makedirs(model_dir)
+  open(os.path.join(model_dir, "model.ckpt-300.index"), "w").close()
+  with pytest.raises(SystemExit, match=r"checkpoints \[300\] but no pretrain_recipe.json"):
+    finetune_sst2.pretrain("dense", "switch_pydocs_span_corruption", 400, str(tmp_path))
+  with pytest.raises(SystemExit, match=r"checkpoints \[300\] but no pretrain_recipe.json"):
+    finetune_sst2.main(["--output_dir", str(tmp_path), "--models", "dense"])
