@@ -13,6 +13,7 @@ events of the evaluation directories, never parsed out of a log:
 
 import os
 import re
+import sys
 from typing import Dict, List, Optional
 
 Scalars = Dict[str, Dict[int, float]]  # {tag: {step: value}}
@@ -31,7 +32,9 @@ def read_scalars(directory: str) -> Scalars:
   """{tag: {step: value}} from the TensorBoard event files directly in ``directory``.
 
   Reads both summary kinds TensorFlow writes (``simple_value`` and a scalar tensor). A later
-  event for the same tag and step (a rerun) replaces an earlier one.
+  event for the same tag and step (a rerun) replaces an earlier one. A file whose last record
+  is cut short (the process was killed while writing it; the resumed run writes a new file) is
+  read up to that record, with a warning naming it; any other damage is an error.
   """
   import tensorflow.compat.v1 as tf  # only here: it takes seconds to import
 
@@ -43,7 +46,19 @@ def read_scalars(directory: str) -> Scalars:
   for name in sorted(os.listdir(directory)):
     if not name.startswith("events.out.tfevents"):
       continue
-    for event in tf.train.summary_iterator(os.path.join(directory, name)):
+    path = os.path.join(directory, name)
+    events = tf.train.summary_iterator(path)
+    while True:
+      try:
+        event = next(events)
+      except StopIteration:
+        break
+      except tf.errors.DataLossError as err:
+        if "truncated record" not in str(err):
+          raise
+        print(f"warning: {path} ends in a truncated record (a run killed while writing it); "
+              "read the events before it", file=sys.stderr)
+        break
       for value in event.summary.value:
         if value.HasField("simple_value"):
           scalars.setdefault(value.tag, {})[event.step] = value.simple_value
