@@ -21,6 +21,12 @@ def _answer(target) -> object:
   return target["value"] if isinstance(target, dict) else target
 
 
+def plain(value):
+  """A postprocessed answer as a plain Python value, so the report's JSON can hold it (WSC's
+  postprocessor returns numpy integers)."""
+  return value.item() if hasattr(value, "item") and hasattr(value, "dtype") else value
+
+
 def majority_predictions(targets: Sequence) -> Tuple[object, List]:
   """(the most common answer, one prediction of it per target).
 
@@ -60,7 +66,7 @@ def majority_baseline(task: seqio.Task, split: str = "validation") -> Dict[str, 
   for metric_fn in task.predict_metric_fns:
     scores.update(metric_fn(targets, predictions))
   counts = collections.Counter(_answer(t) for t in targets)
-  return {"answer": answer, "examples": len(targets),
+  return {"answer": plain(answer), "examples": len(targets),
           "counts": {str(a): n for a, n in sorted(counts.items(), key=lambda kv: -kv[1])},
           "scores": {f"{task.name}/{name}": float(value) for name, value in scores.items()}}
 

@@ -33,6 +33,29 @@ def test_majority_predictions_predict_the_most_common_answer():
     majority_baseline.majority_predictions([])
 
 
+def test_a_numpy_answer_becomes_a_plain_value_the_report_can_write():
+  """WSC's t5 postprocessor returns numpy integers; the report's JSON must hold the answer."""
+  import numpy as np
+
+  class NumpyAnswers:  # the parts of a seqio.Task majority_baseline reads
+    name, splits = "wsc_like", ("validation",)
+    predict_metric_fns = [lambda targets, predictions: {
+        "accuracy": 100 * np.mean([t == p for t, p in zip(targets, predictions)])}]
+
+    def get_dataset(self, **kwargs):
+      import tensorflow as tf
+      return tf.data.Dataset.from_tensor_slices({"targets_pretokenized": [b"0", b"1", b"0"]})
+
+    def postprocess_fn(self, text, example=None, is_target=False):
+      return np.int64(text)
+
+  baseline = majority_baseline.majority_baseline(NumpyAnswers())
+  assert type(baseline["answer"]) is int
+  assert json.loads(json.dumps(baseline)) == {
+      "answer": 0, "examples": 3, "counts": {"0": 2, "1": 1},
+      "scores": {"wsc_like/accuracy": pytest.approx(200 / 3)}}
+
+
 def _task(name, config, directory, vocabulary):
   """t5's registered task, reading the files written here, with the small vocabulary."""
   source = benchmark_files.BenchmarkFilesSource("glue", config, directory, task_name=name)
