@@ -38,6 +38,10 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--switch_pretrain_gin_file", action="append", default=[],
                  help="gin files for the teacher's pre-training only, after "
                       "--pretrain_gin_file (e.g. repro/twin_init.gin)")
+  p.add_argument("--switch_gin_file", action="append", default=[],
+                 help="gin files that build the teacher differently (repeatable; e.g. "
+                      "repro/experts_64.gin), for its pre-training, its evaluation and the "
+                      "teacher in distillation, as tools/finetune_glue.py --switch_gin_file")
   p.add_argument("--distill_steps", type=int, default=2000)
   p.add_argument("--fraction_soft", type=float, default=0.25,
                  help="weight of the teacher's probabilities in the loss (paper: 0.25)")
@@ -74,8 +78,12 @@ def main(argv=None) -> int:
   models = finetune_sst2.MODELS
   mesh = finetune_sst2.MESH
   common = [f'MIXTURE_NAME = "{flags.task}"', *flags.gin_param]
-  pretrain_gin = {"switch": [*flags.pretrain_gin_file, *flags.switch_pretrain_gin_file],
+  pretrain_gin = {"switch": [*flags.pretrain_gin_file, *flags.switch_pretrain_gin_file,
+                             *flags.switch_gin_file],
                   "dense": list(flags.pretrain_gin_file)}
+  # What builds each model when it is evaluated or distilled from (not its schedule or init).
+  model_gin = {"switch": [models["switch"], mesh, *flags.switch_gin_file],
+               "dense": [models["dense"], mesh]}
   for name, gin_files in pretrain_gin.items():  # before TensorFlow starts
     for path in gin_files:
       if not finetune_glue.gin_file_exists(path):
@@ -89,14 +97,15 @@ def main(argv=None) -> int:
                                        flags.output_dir, flags.gin_param, flags.module_import,
                                        gin_files=pretrain_gin[name])
     quality[name] = _single(cli_runs.perplexity_eval(
-        model_dir, [models[name], mesh], common, flags.pretrain_steps, name,
+        model_dir, model_gin[name], common, flags.pretrain_steps, name,
         flags.eval_batches, flags.module_import))
 
   teacher = os.path.join(flags.output_dir, "pretrain", "switch",
                          f"model.ckpt-{flags.pretrain_steps}")
   student_dir = os.path.join(flags.output_dir, "distill", flags.task,
                              f"student_soft{flags.fraction_soft:g}_t{flags.temperature:g}")
-  student_gin = [models["dense"], mesh, DISTILL, flags.pair_gin]
+  # The teacher's own gin files come last, over the pair file's teacher (its expert count).
+  student_gin = [models["dense"], mesh, DISTILL, flags.pair_gin, *flags.switch_gin_file]
   cli_runs.train(student_dir, student_gin,
                  [*common, f'StudentTeacher.teacher_checkpoint = "{teacher}"',
                   f"StudentTeacher.fraction_soft = {flags.fraction_soft}",
@@ -127,7 +136,8 @@ def main(argv=None) -> int:
   except ValueError as err:
     kept, kept_text = None, f"not defined, because {err}"
   rows = [("dense baseline", models["dense"], flags.pretrain_steps, quality["dense"]),
-          ("Switch teacher", models["switch"], flags.pretrain_steps, quality["switch"]),
+          ("Switch teacher", ", ".join([models["switch"], *flags.switch_gin_file]),
+           flags.pretrain_steps, quality["switch"]),
           ("dense, teacher's non-expert weights, no distillation", models["dense"],
            flags.distill_steps, quality["init_baseline"]),
           (f"distilled dense student ({flags.fraction_soft:g} teacher + "

@@ -96,6 +96,10 @@ def parser() -> argparse.ArgumentParser:
                  help="default pair only: gin files for pre-training (repeatable; default: "
                       + ", ".join(PRETRAIN_GIN) + "; the Switch model adds "
                       + ", ".join(PRETRAIN_MODEL_GIN["switch"]) + ")")
+  p.add_argument("--switch_gin_file", action="append", default=[],
+                 help="default pair only: gin files that build the Switch model differently "
+                      "(repeatable; e.g. repro/experts_64.gin), for its pre-training, "
+                      "fine-tuning and evaluation alike")
   p.add_argument("--pretrain_dir", default=os.path.join(REPO, "runs", "glue_pretrain"),
                  help="default pair only: {pretrain_dir}/pretrain/{switch,dense} (tools/"
                       "distill.py --output_dir DIR distils the same pair)")
@@ -145,11 +149,13 @@ def models_from_flags(flags) -> List[Model]:
                      f"({flags.eval_every}) must be positive")
   if not flags.model:
     return [Model(name, os.path.join(flags.pretrain_dir, "pretrain", name),
-                  [finetune_sst2.MODELS[name], finetune_sst2.MESH])
+                  [finetune_sst2.MODELS[name], finetune_sst2.MESH,
+                   *(flags.switch_gin_file if name == "switch" else [])])
             for name in DEFAULT_PAIR.split(",")]
-  if flags.pretrain_steps is not None:
-    raise SystemExit("--pretrain_steps pre-trains the default pair only; with --model, give "
-                     "directories that hold pre-trained checkpoints")
+  if flags.pretrain_steps is not None or flags.switch_gin_file:
+    raise SystemExit("--pretrain_steps and --switch_gin_file are for the default pair only; "
+                     "with --model, give directories that hold pre-trained checkpoints (and "
+                     "their gin files with --model_gin)")
   gins: Dict[str, List[str]] = {}
   for name, path in _pairs(flags.model_gin, "--model_gin"):
     gins.setdefault(name, []).append(path)
@@ -175,7 +181,8 @@ def models_from_flags(flags) -> List[Model]:
 def pretrain_recipe(name: str, flags) -> dict:
   """What pre-trains model ``name`` of the default pair: task, steps' schedule, gin files."""
   gin_files = [*(flags.pretrain_gin_file if flags.pretrain_gin_file is not None
-                 else PRETRAIN_GIN), *PRETRAIN_MODEL_GIN[name], *flags.gin_file]
+                 else PRETRAIN_GIN), *PRETRAIN_MODEL_GIN[name],
+               *(flags.switch_gin_file if name == "switch" else []), *flags.gin_file]
   return finetune_sst2.pretrain_recipe(flags.pretrain_task, gin_files, flags.gin_param)
 
 

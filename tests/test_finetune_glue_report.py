@@ -169,13 +169,15 @@ def test_bad_flags_are_named_before_anything_runs(tmp_path):
   with pytest.raises(SystemExit, match=r"--model_gin for unknown model\(s\) \['b'\]"):
     _models("--model", f"a={tmp_path}", "--model_gin", "a=models/t5_tiny.gin",
             "--model_gin", "b=x.gin")
-  with pytest.raises(SystemExit, match="--pretrain_steps pre-trains the default pair only"):
+  with pytest.raises(SystemExit, match="--switch_gin_file are for the default pair only"):
     _models("--model", f"a={tmp_path}", "--pretrain_steps", "5")
   with pytest.raises(SystemExit, match="must be positive"):
     _models("--finetune_steps", "0")
   (model,) = _models("--model", f"a={tmp_path}", "--model_gin", "a=models/t5_tiny.gin",
                      "--model_gin", "a=mesh/cpu_data_parallel.gin")
   assert model.gin_files == ["models/t5_tiny.gin", "mesh/cpu_data_parallel.gin"]
+  with pytest.raises(SystemExit, match="--switch_gin_file are for the default pair only"):
+    _models("--model", f"a={tmp_path}", "--switch_gin_file", "repro/experts_64.gin")
   pair = _models("--pretrain_dir", str(tmp_path))
   assert [(m.name, m.model_dir) for m in pair] == [
       ("switch", str(tmp_path / "pretrain" / "switch")),
@@ -205,6 +207,18 @@ def test_the_default_pair_pretrains_with_the_headline_recipe_and_never_mixes_rec
     finetune_sst2.check_pretrain_recipe(model_dir, switch)
   finetune_sst2.write_pretrain_recipe(model_dir, switch)
   finetune_sst2.check_pretrain_recipe(model_dir, switch)  # the same recipe resumes
+  # A Switch model built otherwise (64 experts) is pre-trained, fine-tuned and evaluated so;
+  # its dense twin is the same model as before, so it keeps the same recipe.
+  wider = finetune_glue.parser().parse_args(
+      ["--pretrain_dir", str(tmp_path), "--switch_gin_file", "repro/experts_64.gin"])
+  assert finetune_glue.pretrain_recipe("switch", wider)["gin_files"] == [
+      "repro/constant_rsqrt.gin", "repro/twin_init.gin", "repro/experts_64.gin"]
+  assert finetune_glue.pretrain_recipe("dense", wider) == dense
+  switch_model, dense_model = finetune_glue.models_from_flags(wider)
+  assert switch_model.gin_files[-1] == "repro/experts_64.gin"
+  assert "repro/experts_64.gin" not in dense_model.gin_files
+  with pytest.raises(SystemExit, match=r"another recipe \(gin_files: .*experts_64"):
+    finetune_sst2.check_pretrain_recipe(model_dir, finetune_glue.pretrain_recipe("switch", wider))
   other = finetune_glue.parser().parse_args(
       ["--pretrain_dir", str(tmp_path), "--pretrain_task", "switch_pydocs_span_corruption"])
   with pytest.raises(SystemExit, match=r"another recipe \(task: \['switch_english_span_corr"):

@@ -105,3 +105,37 @@ def test_pretraining_without_a_recipe_record_is_refused_before_training(tmp_path
     finetune_sst2.pretrain("dense", "switch_pydocs_span_corruption", 400, str(tmp_path))
   with pytest.raises(SystemExit, match=r"checkpoints \[300\] but no pretrain_recipe.json"):
     finetune_sst2.main(["--output_dir", str(tmp_path), "--models", "dense"])
+
+
+def test_a_teacher_built_by_its_own_gin_file_is_built_so_everywhere(tmp_path, monkeypatch):
+  """--switch_gin_file (e.g. 64 experts) changes the teacher's shapes, so it must reach every
+  graph that holds the teacher: its pre-training, its evaluation and the distillation (after
+  the pair file, whose 8 experts it overrides); the dense models never get it."""
+  built = []
+
+  def fake_train(model_dir, gin_files, gin_params, steps, label="", **kwargs):
+    built.append(("train", label, gin_files))
+
+  def fake_eval(model_dir, gin_files, gin_params, step, label, *args):
+    built.append(("eval", label, gin_files))
+    return {"validation": {"switch": -4.0, "dense": -4.2, "student": -4.1}.get(label, -4.15)}
+
+  written = {}
+  monkeypatch.setattr(distill.cli_runs, "train", fake_train)
+  monkeypatch.setattr(distill.cli_runs, "perplexity_eval", fake_eval)
+  monkeypatch.setattr(distill.cli_runs, "write_results",
+                      lambda results_dir, name, text, record: written.update(record))
+  distill.main(["--output_dir", str(tmp_path), "--results_dir", str(tmp_path / "results"),
+                "--pretrain_steps", "20", "--distill_steps", "10",
+                "--switch_gin_file", "repro/experts_64.gin"])
+  gins = {(kind, label): files for kind, label, files in built}
+  experts = "repro/experts_64.gin"
+  assert gins[("train", "pretrain-switch")][-1] == experts
+  assert gins[("eval", "switch")][-1] == experts
+  student = gins[("train", "student")]
+  assert student.index(experts) > student.index("recipes/distill_tiny_pair.gin")
+  assert experts not in gins[("train", "pretrain-dense")] + gins[("eval", "dense")]
+  assert experts not in gins[("train", "init-baseline")]
+  with open(finetune_sst2.pretrain_dir(str(tmp_path), "switch") + "/pretrain_recipe.json") as f:
+    assert experts in f.read()
+  assert written["gain_kept"] == pytest.approx(0.5)  # (-4.1 + 4.2) / (-4.0 + 4.2), by hand
