@@ -139,3 +139,6 @@ def test_a_teacher_built_by_its_own_gin_file_is_built_so_everywhere(tmp_path, mo
   with open(finetune_sst2.pretrain_dir(str(tmp_path), "switch") + "/pretrain_recipe.json") as f:
     assert experts in f.read()
   assert written["gain_kept"] == pytest.approx(0.5)  # (-4.1 + 4.2) / (-4.0 + 4.2), by hand
+  # the initialisation-only control (-4.15) takes out the student's extra training
+  assert written["distillation_alone"] == pytest.approx(0.05)
+  assert written["gain_kept_by_distillation_alone"] == pytest.approx(0.25)  # 0.05 / 0.2
