@@ -72,6 +72,10 @@ STEP_VARIANTS = {
     # Mesh-tf's own attention instead of the heads-major one the command installs
     # (mtf_switch.attention_layout).
     "mesh_tf_attention": (None, {"SWITCH_ATTENTION_LAYOUT": "mesh_tf"}),
+    # One inter-op thread instead of TensorFlow's default (one per core): independent ops run
+    # one at a time, each still on the intra-op pool, so two pools no longer contend for
+    # the two cores.
+    "inter_op_1": (None, {"TF_NUM_INTEROP_THREADS": "1"}),
 }
 VARIANTS = ("one_hot_embedding", "default", "xla", *SWITCH_VARIANTS, *STEP_VARIANTS)
 

@@ -47,3 +47,13 @@ def test_unknown_variants_are_refused(variant, capsys):
     bench.main(["--variants", f"default,{variant}"])
   assert exit_.value.code == 2
   assert variant in capsys.readouterr().err
+
+
+def test_inter_op_1_sets_one_inter_op_thread_over_the_callers_pools(monkeypatch):
+  # bench_peer_training passes its --threads as both pools; the variant's own setting wins.
+  command, env = _started(monkeypatch, "switch", "inter_op_1",
+                          extra_env={"TF_NUM_INTEROP_THREADS": "2",
+                                     "TF_NUM_INTRAOP_THREADS": "2"})
+  assert env["TF_NUM_INTEROP_THREADS"] == "1"
+  assert env["TF_NUM_INTRAOP_THREADS"] == "2"
+  assert not [c for c in command if "gin_param" in c and "batch_size" not in c]
