@@ -234,11 +234,17 @@ class Timings:
     self.runs = json.load(open(path)) if os.path.isfile(path) else {}
 
   def run(self, label: str, fn, **facts):
+    """Runs fn and records its wall time under label; a label already recorded (a resumed
+    run, more checkpoints evaluated) gets " #2", " #3", ..., so that no earlier time is lost."""
     load = os.getloadavg()[0]
     start = time.monotonic()
     result = fn()
     if result is not False:  # cli_runs.train returns False when there was nothing to do
-      self.runs[label] = {"seconds": round(time.monotonic() - start, 1),
+      key, repeat = label, 1
+      while key in self.runs:
+        repeat += 1
+        key = f"{label} #{repeat}"
+      self.runs[key] = {"seconds": round(time.monotonic() - start, 1),
                           "load_before": round(load, 2),
                           "load_after": round(os.getloadavg()[0], 2), **facts}
       os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -263,10 +269,13 @@ def finetune(model: Model, benchmark: str, flags, vocabulary, timings: Timings) 
   files, params = run_gin(model, benchmark, flags, vocabulary)
   # t5 continues the pre-trained global step, so fine-tuning ends at init + finetune_steps.
   end = model.init_step + flags.finetune_steps
+  # A rerun with more --finetune_steps resumes from the run's last checkpoint: its time is
+  # that of the steps from there.
+  start = max([model.init_step, *finetuning_steps(model, model_dir)])
   timings.run(f"finetune-{benchmark}-{model.name}", lambda: cli_runs.train(
       model_dir, files, [*params, f'utils.run.init_checkpoint = "{init}"'], end,
       checkpoint_every=flags.eval_every, label=f"finetune-{benchmark}-{model.name}",
-      module_imports=flags.module_import), steps=flags.finetune_steps)
+      module_imports=flags.module_import), steps=end - start, from_step=start, to_step=end)
   return model_dir
 
 
@@ -329,7 +338,7 @@ def write_submissions(model: Model, benchmark: str, model_dir: str, step: int, f
                            f'decode_from_file.input_filename = "{inputs}"',
                            f'decode_from_file.output_filename = "{outputs}"',
                            "Bitransformer.decode.max_decode_length = 16"],
-        label, flags.module_import), examples=len(lines))
+        label, flags.module_import), examples=len(lines), checkpoint=step)
   decodes = glue_submission.read_decodes(decoded, len(lines))
   directory = os.path.join(flags.results_dir, "submissions", model.name)
   files, invalid, start = {}, {}, 0
@@ -409,6 +418,9 @@ def report(models: List[Model], benchmarks: List[str], scores, base, timings: Ti
   lines += ["## Runs", "", "| run | wall seconds | facts | load average before / after |",
             "| --- | --- | --- | --- |"]
   for label, run in sorted(timings.runs.items()):
+    # The output directory's runs of the benchmarks reported here (and the pre-training).
+    if not (label.startswith("pretrain-") or any(f"-{b}-" in label for b in benchmarks)):
+      continue
     facts = ", ".join(f"{k} {v}" for k, v in run.items()
                       if k not in ("seconds", "load_before", "load_after"))
     lines.append(f"| {label} | {run['seconds']} | {facts} | {run['load_before']} / "

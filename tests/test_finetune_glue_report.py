@@ -272,3 +272,54 @@ def test_the_report_states_the_scores_t5_wrote(tmp_path, monkeypatch):
   assert os.path.getsize(tmp_path / "results" / "finetune_glue.png") > 1000
   record = json.load(open(tmp_path / "results" / "finetune_glue.json"))
   assert record["dev_scores"]["glue"]["dense"]["20"]["glue_rte_v002/accuracy"] == 70.0
+
+
+def test_a_resumed_fine_tuning_records_the_steps_it_ran_and_keeps_the_first_runs_time(
+    tmp_path, monkeypatch):
+  pre, output_dir = tmp_path / "pre", tmp_path / "runs"
+  run_dir = output_dir / "glue" / "switch"
+  os.makedirs(pre)
+  os.makedirs(run_dir)
+  (pre / "model.ckpt-100.index").write_text("")
+  trained = []
+
+  def fake_train(model_dir, files, params, steps, **kwargs):
+    trained.append(steps)
+    for step in range(max(finetune_glue.run_results.checkpoint_steps(model_dir) + [100]) + 10,
+                      steps + 1, 10):
+      (run_dir / f"model.ckpt-{step}.index").write_text("")
+    return True
+
+  monkeypatch.setattr(finetune_glue.cli_runs, "train", fake_train)
+  model = finetune_glue.Model("switch", str(pre), ["models/switch_tiny.gin"], init_step=100)
+  timings = finetune_glue.Timings(str(output_dir / "times.json"))
+  for finetune_steps in (20, 50):
+    flags = finetune_glue.parser().parse_args(
+        ["--output_dir", str(output_dir), "--benchmarks", "glue", "--finetune_steps",
+         str(finetune_steps), "--eval_every", "10"])
+    finetune_glue.finetune(model, "glue", flags, None, timings)
+  assert trained == [120, 150]
+  first, resumed = timings.runs["finetune-glue-switch"], timings.runs["finetune-glue-switch #2"]
+  assert (first["steps"], first["from_step"], first["to_step"]) == (20, 100, 120)
+  assert (resumed["steps"], resumed["from_step"], resumed["to_step"]) == (30, 120, 150)
+  # Read back from its file, as the next invocation does.
+  assert finetune_glue.Timings(str(output_dir / "times.json")).runs == timings.runs
+
+
+def test_the_runs_table_shows_the_reported_benchmarks_runs_only(tmp_path):
+  output_dir = tmp_path / "runs"
+  for name, scores in (("switch", SWITCH), ("dense", DENSE)):
+    _write_eval_summaries(output_dir / "glue" / name, scores)
+  flags = finetune_glue.parser().parse_args(
+      ["--output_dir", str(output_dir), "--results_dir", str(tmp_path / "results"),
+       "--benchmarks", "glue", "--finetune_steps", "20", "--eval_every", "10"])
+  models = [finetune_glue.Model("switch", "pre/switch", ["models/switch_tiny.gin"], init_step=0)]
+  timings = finetune_glue.Timings(str(output_dir / "times.json"))
+  for label in ("pretrain-switch", "finetune-glue-switch", "finetune-super_glue-switch"):
+    timings.run(label, lambda: True, steps=1)
+  scores = {"glue": {"switch": {s: SWITCH[s] for s in SWITCH}}}
+  base = {"glue": {"glue_rte_v002": {"examples": 5, "counts": {"1": 3, "0": 2},
+                                     "scores": {"glue_rte_v002/accuracy": 60.0}}}}
+  text = finetune_glue.report(models, ["glue"], scores, base, timings, {}, flags)
+  assert "| pretrain-switch |" in text and "| finetune-glue-switch |" in text
+  assert "super_glue" not in text.split("## Runs")[1]
