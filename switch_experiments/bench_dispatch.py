@@ -59,6 +59,7 @@ import json
 import os
 import platform
 import re
+import resource
 import statistics
 import sys
 import time
@@ -268,9 +269,16 @@ class Step:
       self.session.run(lowering.copy_masters_to_slices())
 
   def run(self) -> float:
+    """Seconds of one step; ``minor_page_faults`` holds the step's fresh pages."""
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     self.session.run(self.fetch)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    # Memory the process touches for the first time (the allocator did not keep it): a fault
+    # per page (4 KiB; fewer with transparent huge pages, which TensorFlow does not ask for),
+    # what an allocator without a cache pays for 1 GiB of weight gradients every step.
+    self.minor_page_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return seconds
 
   def working_memory(self) -> "Memory":
     """The working memory of one extra step, measured both ways (see ``Memory``)."""
@@ -296,12 +304,16 @@ def measure(config, sizes, variants, rounds, threads, fetch="slices"):
   steps = [Step(v, config, sizes, threads, fetch=fetch) for v in variants]
   times = {s.variant: [] for s in steps}
   ratios = {s.variant: [] for s in steps}
+  faults = {s.variant: [] for s in steps}
   try:
     for step in steps:  # warm-up: graph optimisation and first allocations
       step.run()
     for r in range(rounds):
       order = steps[r % len(steps):] + steps[:r % len(steps)]
-      this_round = {step.variant: step.run() for step in order}
+      this_round = {}
+      for step in order:
+        this_round[step.variant] = step.run()
+        faults[step.variant].append(step.minor_page_faults)
       for variant, seconds in this_round.items():
         times[variant].append(seconds)
         if "dense" in this_round:
@@ -316,6 +328,7 @@ def measure(config, sizes, variants, rounds, threads, fetch="slices"):
         "median_s": statistics.median(times[variant]),
         "min_s": min(times[variant]), "max_s": max(times[variant]),
         "ratio_to_dense": statistics.median(ratios[variant]) if ratios[variant] else None,
+        "minor_page_faults_per_step": statistics.median(faults[variant]),
         "working_memory_mb": _mb(memory[variant].traced_bytes),
         "allocator_working_memory_mb": _mb(memory[variant].allocator_bytes),
         "allocator_note": memory[variant].allocator_note,
@@ -659,9 +672,9 @@ def main(argv=None):
         f"CPU allocator {cpu_allocator()}), threads {args.threads}; sizes {dataclasses.asdict(sizes)}; {rounds} rounds; fetch {args.fetch}", flush=True)
   header = ("| experts | capacity factor | group size | variant | median s | min..max s | "
             "x dense (paired median) | step working memory MB (traced) | "
-            "(allocator) |")
+            "(allocator) | page faults per step |")
   print(header)
-  print("|" + " --- |" * 9, flush=True)
+  print("|" + " --- |" * 10, flush=True)
   notes = set()
   summary = []
   for config in configs:
@@ -671,7 +684,8 @@ def main(argv=None):
       print(f"| {config.experts} | {config.capacity_factor} | {config.group_size} | {variant} | "
             f"{r['median_s']:.3f} | {r['min_s']:.3f}..{r['max_s']:.3f} | "
             f"{_fmt_ratio(r['ratio_to_dense'])} | {_fmt_mb(r['working_memory_mb'])} | "
-            f"{_fmt_mb(r['allocator_working_memory_mb'])} |", flush=True)
+            f"{_fmt_mb(r['allocator_working_memory_mb'])} | "
+            f"{r['minor_page_faults_per_step']:.0f} |", flush=True)
       if r["allocator_note"]:
         notes.add(r["allocator_note"])
     record = dict(dataclasses.asdict(config), results=result)

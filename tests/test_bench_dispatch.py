@@ -1,8 +1,10 @@
 """tools/bench_dispatch.py's (switch_experiments.bench_dispatch) profile and memory helpers, on numbers checkable by hand."""
 
 import collections
+import resource
 
 import mesh_tensorflow as mtf
+import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
@@ -162,3 +164,37 @@ def test_sliced_fetch_runs_every_op_of_the_summed_one(variant, config):
 def test_fetch_names_a_bad_mode():
   with tf.Graph().as_default(), pytest.raises(ValueError, match="'total'"):
     bench.fetch_of([tf.zeros([2, 2])], tf.zeros([]), "total")
+
+
+class _TouchingSession:
+  """A session whose step writes `fresh_bytes` of memory the process never had, or reuses one
+  buffer (what a caching allocator does)."""
+
+  def __init__(self, fresh_bytes, reuse):
+    self.fresh_bytes, self.reuse, self.kept = fresh_bytes, reuse, None
+
+  def run(self, fetch):
+    if self.reuse and self.kept is not None:
+      self.kept[:] = 2.0
+      return
+    self.kept = np.full(self.fresh_bytes // 8, 1.0)  # written: every page is faulted in
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_a_step_counts_the_fresh_pages_it_touches(reuse):
+  # numpy asks for huge pages (one fault per 2 MiB); TensorFlow's allocations do not.
+  hugepages = np.core.multiarray._set_madvise_hugepage(False)
+  try:
+    fresh = 64 * 2**20
+    step = bench.Step.__new__(bench.Step)
+    step.session, step.fetch = _TouchingSession(fresh, reuse), None
+    step.run()  # warm-up: the first step always touches its memory
+    step.run()
+  finally:
+    np.core.multiarray._set_madvise_hugepage(hugepages)
+  pages = fresh // resource.getpagesize()
+  if reuse:
+    assert step.minor_page_faults < pages // 16
+  else:
+    # glibc hands 64 MiB out by mmap and returns it on free: new pages every step.
+    assert 0.95 * pages <= step.minor_page_faults <= 1.1 * pages
