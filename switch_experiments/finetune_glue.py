@@ -376,6 +376,22 @@ def _shown(path: str) -> str:
   return path if relative.startswith("..") else relative
 
 
+def step_runs(steps: List[int]) -> str:
+  """Ascending steps as runs of equal spacing: [250, 500, 750, 1000, 1500, 2000] ->
+  "250-1000 every 250, 1500-2000 every 500"."""
+  if len(steps) < 2:
+    return ", ".join(str(s) for s in steps) or "none"
+  runs, start, gap = [], 0, steps[1] - steps[0]
+  for i in range(1, len(steps) + 1):
+    if i == len(steps) or steps[i] - steps[i - 1] != gap:
+      runs.append(steps[start:i])
+      start = i
+      if i + 1 < len(steps):
+        gap = steps[i + 1] - steps[i]
+  return ", ".join(f"{r[0]}-{r[-1]} every {r[1] - r[0]}" if len(r) > 1 else str(r[0])
+                   for r in runs)
+
+
 def report(models: List[Model], benchmarks: List[str], scores, base, timings: Timings,
            submissions, flags) -> str:
   """Writes the markdown, CSV, JSON and PNG; returns the markdown."""
@@ -387,7 +403,9 @@ def report(models: List[Model], benchmarks: List[str], scores, base, timings: Ti
            f"Each model fine-tuned for {flags.finetune_steps} steps from its latest checkpoint "
            "on each benchmark's mixture (`recipes/finetune_glue.gin`, "
            "`recipes/finetune_super_glue.gin`, both with `recipes/finetune.gin`: dropout 0.1, "
-           f"expert dropout 0.4), a checkpoint every {flags.eval_every} steps, each scored on "
+           f"expert dropout 0.4), a checkpoint every {flags.eval_every} steps (a run resumed "
+           "with another --eval_every keeps its earlier ones: each benchmark lists the steps "
+           "scored), each scored on "
            "the dev splits by t5's metrics (`recipes/finetune_eval.gin`). Averages as t5 "
            "computes them (two-metric tasks averaged first), over the tasks evaluated. The "
            "majority class predicts each task's most common dev answer. "
@@ -407,6 +425,9 @@ def report(models: List[Model], benchmarks: List[str], scores, base, timings: Ti
     first = next(iter(scores[benchmark].values()))
     groups = benchmark_averages.average_groups(next(iter(first.values())))
     lines += ["", f"## {BENCHMARKS[benchmark][1]}", "",
+              "Checkpoints scored: " + "; ".join(
+                  f"{name} {step_runs(sorted(per))}" for name, per in scores[benchmark].items())
+              + ".", "",
               glue_report.markdown_table(header, rows),
               f"{average}: mean over {', '.join(groups.get(average, [])) or 'no task'}.",
               "", "Majority class per task (dev examples; the most common answers, as t5's "

@@ -265,6 +265,7 @@ def test_the_report_states_the_scores_t5_wrote(tmp_path, monkeypatch):
   text = finetune_glue.report(models, ["glue"], scores, base, timings, {}, flags)
   assert "| GLUE RTE | 60.00 | 50.00 | 70.00 | 70.00 | 60.00 |" in text
   assert "| Average GLUE Score | 50.00 | 40.00 | 40.00 | 40.00 | 30.00 |" in text
+  assert "Checkpoints scored: switch 10-30 every 10; dense 10-20 every 10." in text
   with open(tmp_path / "results" / "finetune_glue.csv") as f:
     rows = list(csv.reader(f))
   assert ["glue", "switch", "20", "CoLA", "40.0"] in rows
@@ -323,3 +324,12 @@ def test_the_runs_table_shows_the_reported_benchmarks_runs_only(tmp_path):
   text = finetune_glue.report(models, ["glue"], scores, base, timings, {}, flags)
   assert "| pretrain-switch |" in text and "| finetune-glue-switch |" in text
   assert "super_glue" not in text.split("## Runs")[1]
+
+
+@pytest.mark.parametrize("steps, text", [
+    ([], "none"), ([7], "7"), ([250, 500], "250-500 every 250"),
+    ([2250, 2500, 2750, 3000, 3500, 4000, 4500], "2250-3000 every 250, 3500-4500 every 500"),
+    ([10, 20, 35], "10-20 every 10, 35"),
+    ([10, 20, 30, 45, 60, 61], "10-30 every 10, 45-60 every 15, 61")])
+def test_step_runs_name_the_checkpoints_a_resumed_run_scored(steps, text):
+  assert finetune_glue.step_runs(steps) == text
