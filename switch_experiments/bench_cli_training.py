@@ -73,8 +73,8 @@ STEP_VARIANTS = {
     # (mtf_switch.attention_layout).
     "mesh_tf_attention": (None, {"SWITCH_ATTENTION_LAYOUT": "mesh_tf"}),
     # One inter-op thread instead of TensorFlow's default (one per core): independent ops run
-    # one at a time, each still on the intra-op pool, so two pools no longer contend for
-    # the two cores.
+    # one at a time, each still on the intra-op pool. Measured 16-21% slower on 2 cores
+    # (docs/performance.md, 2026-12-05), so the command keeps the default.
     "inter_op_1": (None, {"TF_NUM_INTEROP_THREADS": "1"}),
 }
 VARIANTS = ("one_hot_embedding", "default", "xla", *SWITCH_VARIANTS, *STEP_VARIANTS)

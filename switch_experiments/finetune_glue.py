@@ -379,17 +379,15 @@ def _shown(path: str) -> str:
 def step_runs(steps: List[int]) -> str:
   """Ascending steps as runs of equal spacing: [250, 500, 750, 1000, 1500, 2000] ->
   "250-1000 every 250, 1500-2000 every 500"."""
-  if len(steps) < 2:
-    return ", ".join(str(s) for s in steps) or "none"
-  runs, start, gap = [], 0, steps[1] - steps[0]
-  for i in range(1, len(steps) + 1):
-    if i == len(steps) or steps[i] - steps[i - 1] != gap:
-      runs.append(steps[start:i])
-      start = i
-      if i + 1 < len(steps):
-        gap = steps[i + 1] - steps[i]
+  runs: List[List[int]] = []
+  for step in steps:
+    # A run's first two steps set its spacing; a step off that spacing starts the next run.
+    if runs and (len(runs[-1]) == 1 or step - runs[-1][-1] == runs[-1][1] - runs[-1][0]):
+      runs[-1].append(step)
+    else:
+      runs.append([step])
   return ", ".join(f"{r[0]}-{r[-1]} every {r[1] - r[0]}" if len(r) > 1 else str(r[0])
-                   for r in runs)
+                   for r in runs) or "none"
 
 
 def report(models: List[Model], benchmarks: List[str], scores, base, timings: Timings,

@@ -243,16 +243,21 @@ def _write_eval_summaries(model_dir, scores):
     writer.close()
 
 
-def test_the_report_states_the_scores_t5_wrote(tmp_path, monkeypatch):
+def _scored_glue_runs(tmp_path):
+  """(output_dir, flags, timings) of a GLUE run whose checkpoints t5 has scored already."""
   output_dir = tmp_path / "runs"
   for name, scores in (("switch", SWITCH), ("dense", DENSE)):
     _write_eval_summaries(output_dir / "glue" / name, scores)
   flags = finetune_glue.parser().parse_args(
       ["--output_dir", str(output_dir), "--results_dir", str(tmp_path / "results"),
        "--benchmarks", "glue", "--finetune_steps", "20", "--eval_every", "10"])
+  return output_dir, flags, finetune_glue.Timings(str(output_dir / "times.json"))
+
+
+def test_the_report_states_the_scores_t5_wrote(tmp_path, monkeypatch):
+  output_dir, flags, timings = _scored_glue_runs(tmp_path)
   models = [finetune_glue.Model("switch", "pre/switch", ["models/switch_tiny.gin"], init_step=0),
             finetune_glue.Model("dense", "pre/dense", ["models/t5_tiny.gin"], init_step=0)]
-  timings = finetune_glue.Timings(str(output_dir / "times.json"))
   # Every checkpoint already has its scores, so nothing is run.
   monkeypatch.setattr(finetune_glue.cli_runs, "run_cli", lambda *a, **k: pytest.fail("ran"))
   scores = {"glue": {m.name: finetune_glue.evaluate(m, "glue", str(output_dir / "glue" / m.name),
@@ -308,14 +313,8 @@ def test_a_resumed_fine_tuning_records_the_steps_it_ran_and_keeps_the_first_runs
 
 
 def test_the_runs_table_shows_the_reported_benchmarks_runs_only(tmp_path):
-  output_dir = tmp_path / "runs"
-  for name, scores in (("switch", SWITCH), ("dense", DENSE)):
-    _write_eval_summaries(output_dir / "glue" / name, scores)
-  flags = finetune_glue.parser().parse_args(
-      ["--output_dir", str(output_dir), "--results_dir", str(tmp_path / "results"),
-       "--benchmarks", "glue", "--finetune_steps", "20", "--eval_every", "10"])
+  _, flags, timings = _scored_glue_runs(tmp_path)
   models = [finetune_glue.Model("switch", "pre/switch", ["models/switch_tiny.gin"], init_step=0)]
-  timings = finetune_glue.Timings(str(output_dir / "times.json"))
   for label in ("pretrain-switch", "finetune-glue-switch", "finetune-super_glue-switch"):
     timings.run(label, lambda: True, steps=1)
   scores = {"glue": {"switch": {s: SWITCH[s] for s in SWITCH}}}
