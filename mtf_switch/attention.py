@@ -32,8 +32,9 @@ class _SwitchProjections(layers._RoutedExperts):
     self.projection_size = projection_size
 
   def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype,
-                          filled_slots=None, batched=False):
-    del train, filled_slots, batched  # one linear projection: empty slots cost little here
+                          filled_slots=None, batched=False, expected_fill=1.0):
+    # One linear projection: empty slots cost little here.
+    del train, filled_slots, batched, expected_fill
     model_dim = expert_inputs.shape.dims[-1]
     return mtf.layers.dense(
         expert_inputs, mtf.Dimension(QKV_DIM_NAME, 3 * self.projection_size),

@@ -263,13 +263,15 @@ class _RoutedExperts(transformer.TransformerLayer):
   # --- what subclasses provide ---------------------------------------------------------
 
   def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype,
-                          filled_slots=None, batched=False):
+                          filled_slots=None, batched=False, expected_fill=1.0):
     """[experts, groups, capacity, d_model] -> [experts, groups, capacity, out_dim].
 
     filled_slots: None, or [experts, groups] filled-slot counts; when given, the computation
     may skip the empty slots (whose outputs must then be zero).
     batched: the plan allows each device's slots to run as one batch of rows
       (``DispatchPlan.batched_experts``); experts that cannot pack never see it set.
+    expected_fill: the fraction of its slots an expert fills under balanced routing, for
+      sizing the computation's kernels (no value may depend on it).
     """
     raise NotImplementedError
 
@@ -414,9 +416,13 @@ class _RoutedExperts(transformer.TransformerLayer):
     filled = (dispatch_lib.filled_slots(route, dims.experts, dims.groups,
                                         plan.experts_are_split)
               if plan.packed_experts else None)
+    # Under balanced routing each expert fills this fraction of its slots.
+    expected_fill = min(1.0, dims.tokens.size * len(route.choices)
+                        / (dims.experts.size * dims.capacity.size))
     expert_outputs = self._expert_computation(expert_inputs, dims.experts, train,
                                               variable_dtype, filled_slots=filled,
-                                              batched=plan.batched_experts)
+                                              batched=plan.batched_experts,
+                                              expected_fill=expected_fill)
     return dispatch_lib.gather_combine(expert_outputs, route.choices, dims.groups,
                                        dims.tokens, plan.experts_are_split)
 
@@ -486,11 +492,11 @@ class _ExpertsFFN(_RoutedExperts):
     return mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, hidden_dim) == 1
 
   def _expert_computation(self, expert_inputs, experts_dim, train, variable_dtype,
-                          filled_slots=None, batched=False):
+                          filled_slots=None, batched=False, expected_fill=1.0):
     if filled_slots is not None:
       return packed_experts.packed_expert_ffn(
           expert_inputs, filled_slots, experts_dim, self.hidden_size, self.activation,
-          self.expert_dropout_rate, train, variable_dtype, self.init_scale)
+          self.expert_dropout_rate, train, variable_dtype, self.init_scale, expected_fill)
     if batched:
       return packed_experts.batched_expert_ffn(
           expert_inputs, experts_dim, self.hidden_size, self.activation,

@@ -30,6 +30,7 @@ import math
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import cpu_gemm
 from mtf_switch.dispatch import device_local_gradient, materialized
 from mtf_switch.experts import ACTIVATIONS, HIDDEN_DIM_NAME, check_activation
 
@@ -204,20 +205,46 @@ def _hidden_layer(pre_activations, activations, dropout_rate, train):
   return hidden
 
 
-def _expert_forward(layout: _SlotLayout, slots, kernels, activations, dropout_rate,
-                    train) -> _ExpertForward:
-  """Each expert's FFN on its own filled rows of slots [e, g, c, d]."""
+def _forward_kernels(kernel, unstacked, rows: float):
+  """Per expert, the weight matrix the forward multiplies ``rows`` rows by: ``unstacked``
+  (kernel [e, k, n] unstacked) itself, or, where ``cpu_gemm.forward_padding`` says the
+  product runs faster so, a copy with zero columns appended ([k, n + pad]; one tf.pad of the
+  whole kernel)."""
+  pad = cpu_gemm.forward_padding(rows, kernel.shape[-1], kernel.dtype.size)
+  if not pad:
+    return unstacked
+  return tf.unstack(tf.pad(kernel, [[0, 0], [0, 0], [0, pad]]), num=kernel.shape[0])
+
+
+def _times(rows, weight, width: int):
+  """rows [m, k] x weight [k, width] or its padded copy [k, width + pad] -> [m, width]."""
+  product = tf.matmul(rows, weight)
+  return product if weight.shape[-1] == width else product[:, :width]
+
+
+def _expert_forward(layout: _SlotLayout, slots, kernels, activations, dropout_rate, train,
+                    expected_fill: float) -> _ExpertForward:
+  """Each expert's FFN on its own filled rows of slots [e, g, c, d].
+
+  expected_fill: the fraction of its slots an expert fills under balanced routing, which
+  sizes the products for ``cpu_gemm.forward_padding``.
+  """
   inputs = layout.gather(slots, slots.shape[3])
   # Unstacked once: indexing kernel[e] per expert would make each slice's gradient a full
   # [e, d, h] tensor of zeros; unstack (axis 0) shares the kernel's buffer.
-  *wi_kernels, wo_kernels = [tf.unstack(kernel, num=layout.num_experts) for kernel in kernels]
+  unstacked = [tf.unstack(kernel, num=layout.num_experts) for kernel in kernels]
+  *wi_kernels, wo_kernels = unstacked
+  rows = layout.slots_per_expert * expected_fill
+  *wi_forward, wo_forward = [_forward_kernels(kernel, per_expert, rows)
+                             for kernel, per_expert in zip(kernels, unstacked, strict=True)]
+  hidden_width, d_model = kernels[-1].shape[1], kernels[-1].shape[2]
   pre_activations, hiddens, outputs = [], [], []
   for expert, piece in enumerate(inputs):
-    pres = [tf.matmul(piece, kernel[expert]) for kernel in wi_kernels]
+    pres = [_times(piece, kernel[expert], hidden_width) for kernel in wi_forward]
     hidden = _hidden_layer(pres, activations, dropout_rate, train)
     pre_activations.append(pres)
     hiddens.append(hidden)
-    outputs.append(tf.matmul(hidden, wo_kernels[expert]))
+    outputs.append(_times(hidden, wo_forward[expert], d_model))
   return _ExpertForward(inputs, wi_kernels, wo_kernels, pre_activations, hiddens, outputs)
 
 
@@ -286,7 +313,8 @@ def _per_expert_gradient(layout: _SlotLayout, d_model: int, forward: _ExpertForw
   return [layout.to_slots(d_inputs, d_model), None, None] + d_wi + [d_wo]
 
 
-def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
+def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train,
+                     expected_fill=1.0):
   """tf slice function: the FFN of each expert on its filled slots only.
 
   Args:
@@ -295,6 +323,8 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
     kernels: wi kernels [e, d, h] (one per activation factor), then wo [e, h, d].
     activations: the ACTIVATIONS entry.
     dropout_rate, train: expert dropout on the hidden layer.
+    expected_fill: the fraction of its slots an expert fills under balanced routing (for
+      ``cpu_gemm.forward_padding``; the values do not depend on it).
 
   Returns:
     [e, g, c, d], zero in empty slots.
@@ -317,7 +347,8 @@ def _packed_slot_ffn(slots, counts, *kernels, activations, dropout_rate, train):
   @tf.custom_gradient
   def ffn(slots, rows, rows_per_expert, *kernels):
     inner = dataclasses.replace(layout, rows=rows, rows_per_expert=rows_per_expert)
-    forward = _expert_forward(inner, slots, kernels, activations, dropout_rate, train)
+    forward = _expert_forward(inner, slots, kernels, activations, dropout_rate, train,
+                              expected_fill)
 
     def gradient(d_slots):
       if inner.slots_per_expert <= BATCHED_BACKWARD_MAX_SLOTS:
@@ -353,13 +384,16 @@ def _expert_kernels(expert_inputs: mtf.Tensor, experts_dim: mtf.Dimension, hidde
 def packed_expert_ffn(expert_inputs: mtf.Tensor, filled_slots: mtf.Tensor,
                       experts_dim: mtf.Dimension, hidden_size: int, activation: str,
                       dropout_rate: float, train: bool, variable_dtype: mtf.VariableDType,
-                      init_scale: float) -> mtf.Tensor:
+                      init_scale: float, expected_fill: float) -> mtf.Tensor:
   """``experts.expert_ffn`` computed on the filled slots only (see the module docstring).
 
   Args:
     expert_inputs: [experts, groups, expert_capacity, d_model]; the slots of each (expert,
       group) beyond its filled count must be zero (as both dispatch paths leave them).
     filled_slots: [experts, groups] float32 filled-slot counts, laid out like expert_inputs.
+    expected_fill: the fraction of its slots an expert fills under balanced routing (tokens
+      per group x choices per token / (experts x capacity), at most 1); it sizes the products
+      for ``cpu_gemm.forward_padding`` and changes no value.
     Other arguments as ``expert_ffn``.
 
   Returns:
@@ -373,7 +407,7 @@ def packed_expert_ffn(expert_inputs: mtf.Tensor, filled_slots: mtf.Tensor,
 
   def slice_fn(slots, counts, *kernel_slices):
     return _packed_slot_ffn(slots, counts, *kernel_slices, activations=ACTIVATIONS[activation],
-                            dropout_rate=dropout_rate, train=train)
+                            dropout_rate=dropout_rate, train=train, expected_fill=expected_fill)
 
   # The kernels too go through an identity of their own: Mesh-TF's autostack makes the
   # kernels of all layers of one shape outputs of a single unstack op, and tf.gradients, which

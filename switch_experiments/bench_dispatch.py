@@ -11,6 +11,9 @@ Variants (same tokens, d_model, d_ff; training graph; loss = mean square of the 
 aux loss; gradients with respect to the input and every weight; no optimizer update):
   gather          mtf_switch.SwitchFFN, dispatch_path="gather" (index dispatch/combine and
                   the expert FFN on filled slots only)
+  gather_unpadded the same with the forward's weight padding off (mtf_switch.cpu_gemm; it
+                  pads only where oneDNN's AVX2 sgemm would run a product at half speed).
+                  Not in the default set: --variants gather,gather_unpadded,dense
   gather_static   the same but skip_empty_slots=False (every capacity slot computed, as
                   batched matmuls over the slots: batch_expert_slots)
   gather_static_mesh_tf  the same with batch_expert_slots=False: the expert FFN as Mesh-TF's
@@ -53,6 +56,7 @@ allocator keeps and reuses them (docs/performance.md).
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -75,13 +79,14 @@ import tensorflow as tf2  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 from mesh_tensorflow.transformer import moe  # noqa: E402
 
-from mtf_switch import layers  # noqa: E402
+from mtf_switch import cpu_gemm, layers  # noqa: E402
 
 from switch_experiments import profile_train_step  # its FLOP arithmetic
 
 
 VARIANTS = ("gather", "gather_static", "gather_static_mesh_tf", "einsum", "einsum_mesh_tf",
-            "moe_py", "dense")
+            "moe_py", "dense", "gather_unpadded")
+DEFAULT_VARIANTS = VARIANTS[:-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,13 +122,14 @@ def _layer_output(variant, x, config, sizes):
   """(y, aux_loss) of one variant on x [batch, length, d_model]."""
   f32 = mtf.VariableDType(tf.float32)
   d_model_dim = x.shape.dims[-1]
-  if variant in ("gather", "gather_static", "gather_static_mesh_tf", "einsum",
+  if variant in ("gather", "gather_unpadded", "gather_static", "gather_static_mesh_tf", "einsum",
                  "einsum_mesh_tf"):
     layer = layers.SwitchFFN(
         num_experts=config.experts, hidden_size=sizes.d_ff, group_size=config.group_size,
         capacity_factor_train=config.capacity_factor, summaries=False,
         dispatch_path="einsum" if variant.startswith("einsum") else "gather",
-        skip_empty_slots=variant == "gather", batch_expert_slots=not variant.endswith("_mesh_tf"))
+        skip_empty_slots=variant in ("gather", "gather_unpadded"),
+        batch_expert_slots=not variant.endswith("_mesh_tf"))
     out = layer.apply(x, train=True, variable_dtype=f32)
     return out.outputs, out.aux_loss
   if variant == "moe_py":
@@ -245,7 +251,10 @@ class Step:
   def __init__(self, variant, config, sizes, threads, inter_op_threads=None, fetch="slices"):
     self.variant = variant
     self.graph = tf.Graph()
-    with self.graph.as_default():
+    # Mesh-TF builds the TensorFlow ops at lowering, so the whole graph is built inside.
+    padding = (cpu_gemm.padding_forced(False) if variant == "gather_unpadded"
+               else contextlib.nullcontext())
+    with self.graph.as_default(), padding:
       tf.set_random_seed(0)
       mesh = mtf.Mesh(mtf.Graph(), "mesh")
       dims = [mtf.Dimension("batch", sizes.tokens // sizes.length),
@@ -613,7 +622,7 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true",
                       help="only the two target configurations")
   parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3)")
-  parser.add_argument("--variants", default=",".join(VARIANTS))
+  parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--tokens", type=int, default=Sizes.tokens)
   parser.add_argument("--length", type=int, default=Sizes.length)

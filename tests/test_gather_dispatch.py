@@ -323,8 +323,9 @@ def test_benchmark_tool_runs_at_a_toy_size(capsys):
                      "--configs", "4:1.25:64", "--rounds", "1"]) == 0
   out = capsys.readouterr().out
   assert "JSON_SUMMARY" in out
-  for variant in bench.VARIANTS:
+  for variant in bench.DEFAULT_VARIANTS:
     assert f"| {variant} |" in out
+  assert "| gather_unpadded |" not in out  # only when asked for
 
 
 def test_packed_ffn_gradient_stays_inside_its_layer_when_variables_are_stacked():
