@@ -17,6 +17,12 @@ experts an expert gets 256 or 64 rows per step. The packed expert FFN
 ``PAD_COLUMNS`` zero columns and drops those columns from the product: one copy of every
 weight per step (8 ms for 32 experts of 2 x 4 MiB) for products that run twice as fast.
 ``forward_padding`` decides per product, at graph-build time.
+
+The same sgemm runs a . b^T (b an expert's [n, k] weight, given as is with transpose_b) at
+82 GFLOP/s per thread for 256 rows, as fast as the (b . a^T)^T form that
+``packed_experts._transposed_product`` otherwise uses for large weights, without its
+transpose: on such a machine the input gradients take the direct form
+(``direct_transposed_products``).
 """
 
 import contextlib
@@ -33,8 +39,9 @@ BAD_ROW_STRIDE_MULTIPLE = 256
 # 16 float32: one 64-byte cache line, so the padded stride is no longer a multiple of 256.
 PAD_COLUMNS = 16
 
-# A test's or benchmark's choice, over the machine's (``padding_forced``).
-_forced: Optional[bool] = None
+# A test's or benchmark's answer to onednn_avx2_sgemm, over the machine's
+# (``assume_onednn_avx2_sgemm``).
+_assumed: Optional[bool] = None
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,25 +57,38 @@ def _cpu_flags() -> frozenset:
   return frozenset()
 
 
-def onednn_runs_avx2_sgemm() -> bool:
-  """Whether TensorFlow's matmuls go to oneDNN's sgemm with its AVX2 heuristics: oneDNN's
-  kernels on, and an x86 CPU with AVX2 but not AVX-512 (oneDNN's avx512_core: F, BW, VL, DQ).
-  """
+def machine_runs_onednn_avx2_sgemm() -> bool:
+  """Whether this process's float32 matmuls go to oneDNN's sgemm with its AVX2 heuristics:
+  oneDNN's kernels on, and an x86 CPU with AVX2 but not AVX-512 (oneDNN's avx512_core: F,
+  BW, VL, DQ)."""
   flags = _cpu_flags()
   avx512_core = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
   return bool(_pywrap_util_port.IsMklEnabled()) and "avx2" in flags and not avx512_core
 
 
+def onednn_avx2_sgemm() -> bool:
+  """Whether graphs are built for oneDNN's AVX2 sgemm: the machine's answer, unless a test or
+  benchmark assumes one (``assume_onednn_avx2_sgemm``)."""
+  return machine_runs_onednn_avx2_sgemm() if _assumed is None else _assumed
+
+
 @contextlib.contextmanager
-def padding_forced(enabled: bool):
-  """Graphs built inside pad (True) or never pad (False), whatever the machine: for tests,
-  and for benchmarks that build both forms side by side."""
-  global _forced
-  previous, _forced = _forced, enabled
+def assume_onednn_avx2_sgemm(enabled: bool):
+  """Graphs built inside are built as for oneDNN's AVX2 sgemm (True) or as for any other
+  kernel (False), whatever the machine: for tests, and for benchmarks that build both side
+  by side. Mesh-TF builds TensorFlow ops when it lowers, so lower inside too."""
+  global _assumed
+  previous, _assumed = _assumed, enabled
   try:
     yield
   finally:
-    _forced = previous
+    _assumed = previous
+
+
+def direct_transposed_products() -> bool:
+  """Whether a . b^T with a large weight b runs as one matmul with transpose_b (True) rather
+  than as (b . a^T)^T (see the module docstring)."""
+  return onednn_avx2_sgemm()
 
 
 def forward_padding(rows: float, columns: int, dtype_size: int) -> int:
@@ -79,10 +99,8 @@ def forward_padding(rows: float, columns: int, dtype_size: int) -> int:
   oneDNN's AVX2 sgemm on this machine; otherwise 0. So 16 for 256 rows by a [512, 2048]
   float32 weight (1/256 + 1/2048 = 0.0044), 0 for 1024 rows (0.0015) or a [512, 2000] weight.
   """
-  if _forced is False or dtype_size != 4 or columns % BAD_ROW_STRIDE_MULTIPLE:
+  if dtype_size != 4 or columns % BAD_ROW_STRIDE_MULTIPLE:
     return 0
   if rows <= 0 or 1.0 / rows + 1.0 / columns < NOCOPY_THRESHOLD:
     return 0
-  if _forced is None and not onednn_runs_avx2_sgemm():
-    return 0
-  return PAD_COLUMNS
+  return PAD_COLUMNS if onednn_avx2_sgemm() else 0

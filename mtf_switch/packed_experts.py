@@ -94,7 +94,11 @@ def _wi_names(activation: str):
 # Measured under load (paired ratios to dense, bench_dispatch.py and profile_train_step.py):
 # 4 MiB weights (d_model 512, d_ff 2048): the transposed form 1.45-1.49x dense at 128 experts,
 # the direct 1.83-1.87x; 256 KiB weights (switch_tiny, d_model 128, d_ff 512): the transposes
-# were 24% of the Switch layers' op time, the direct form cut that op time by 17%.
+# were 24% of the Switch layers' op time, the direct form cut that op time by 17%. Where
+# oneDNN's AVX2 sgemm runs the products (cpu_gemm.direct_transposed_products) every size takes
+# the direct form: quiet A/B on such a machine, 4 MiB weights, 32 experts 1.16 -> 1.15 and
+# 1.17 -> 1.12x dense, 128 experts 1.47 -> 1.48 (bench_dispatch.py's gather_untuned variant
+# measures both forms of this machine-dependent tuning together).
 TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES = 1 << 20
 
 
@@ -106,10 +110,12 @@ def _transposed_product(a, b):
   For a large b the product is computed as (b . a^T)^T: TensorFlow's CPU kernels pack a
   transposed right operand row by row, and here that operand is an expert's whole weight
   matrix against a few dozen rows of a (bench_dispatch.py --profile: 9 GFLOP/s against 45 at
-  128 experts, oneDNN off).
+  128 experts, oneDNN off). oneDNN's AVX2 sgemm runs the direct form as fast
+  (``cpu_gemm``), so there every b takes it.
   """
   weight_bytes = b.shape[-2:].num_elements() * b.dtype.size
-  if weight_bytes < TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES:
+  if (weight_bytes < TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES
+      or cpu_gemm.direct_transposed_products()):
     return tf.matmul(a, b, transpose_b=True)
   return tf.linalg.matrix_transpose(tf.matmul(b, a, transpose_b=True))
 

@@ -11,9 +11,10 @@ Variants (same tokens, d_model, d_ff; training graph; loss = mean square of the 
 aux loss; gradients with respect to the input and every weight; no optimizer update):
   gather          mtf_switch.SwitchFFN, dispatch_path="gather" (index dispatch/combine and
                   the expert FFN on filled slots only)
-  gather_unpadded the same with the forward's weight padding off (mtf_switch.cpu_gemm; it
-                  pads only where oneDNN's AVX2 sgemm would run a product at half speed).
-                  Not in the default set: --variants gather,gather_unpadded,dense
+  gather_untuned  the same built as for any matmul kernel, without the tuning for oneDNN's
+                  AVX2 sgemm that gather gets on such a machine (mtf_switch.cpu_gemm: padded
+                  weights in the forward, direct input-gradient products). Not in the
+                  default set: --variants gather,gather_untuned,dense
   gather_static   the same but skip_empty_slots=False (every capacity slot computed, as
                   batched matmuls over the slots: batch_expert_slots)
   gather_static_mesh_tf  the same with batch_expert_slots=False: the expert FFN as Mesh-TF's
@@ -85,7 +86,7 @@ from switch_experiments import profile_train_step  # its FLOP arithmetic
 
 
 VARIANTS = ("gather", "gather_static", "gather_static_mesh_tf", "einsum", "einsum_mesh_tf",
-            "moe_py", "dense", "gather_unpadded")
+            "moe_py", "dense", "gather_untuned")
 DEFAULT_VARIANTS = VARIANTS[:-1]
 
 
@@ -122,13 +123,13 @@ def _layer_output(variant, x, config, sizes):
   """(y, aux_loss) of one variant on x [batch, length, d_model]."""
   f32 = mtf.VariableDType(tf.float32)
   d_model_dim = x.shape.dims[-1]
-  if variant in ("gather", "gather_unpadded", "gather_static", "gather_static_mesh_tf", "einsum",
+  if variant in ("gather", "gather_untuned", "gather_static", "gather_static_mesh_tf", "einsum",
                  "einsum_mesh_tf"):
     layer = layers.SwitchFFN(
         num_experts=config.experts, hidden_size=sizes.d_ff, group_size=config.group_size,
         capacity_factor_train=config.capacity_factor, summaries=False,
         dispatch_path="einsum" if variant.startswith("einsum") else "gather",
-        skip_empty_slots=variant in ("gather", "gather_unpadded"),
+        skip_empty_slots=variant in ("gather", "gather_untuned"),
         batch_expert_slots=not variant.endswith("_mesh_tf"))
     out = layer.apply(x, train=True, variable_dtype=f32)
     return out.outputs, out.aux_loss
@@ -252,9 +253,9 @@ class Step:
     self.variant = variant
     self.graph = tf.Graph()
     # Mesh-TF builds the TensorFlow ops at lowering, so the whole graph is built inside.
-    padding = (cpu_gemm.padding_forced(False) if variant == "gather_unpadded"
-               else contextlib.nullcontext())
-    with self.graph.as_default(), padding:
+    tuning = (cpu_gemm.assume_onednn_avx2_sgemm(False) if variant == "gather_untuned"
+              else contextlib.nullcontext())
+    with self.graph.as_default(), tuning:
       tf.set_random_seed(0)
       mesh = mtf.Mesh(mtf.Graph(), "mesh")
       dims = [mtf.Dimension("batch", sizes.tokens // sizes.length),

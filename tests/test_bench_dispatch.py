@@ -200,17 +200,20 @@ def test_a_step_counts_the_fresh_pages_it_touches(reuse):
     assert 0.95 * pages <= step.minor_page_faults <= 1.1 * pages
 
 
-def test_the_unpadded_variant_builds_the_gather_path_without_padding(monkeypatch):
+def test_the_untuned_variant_builds_the_gather_path_without_the_avx2_tuning(monkeypatch):
   # Mesh-TF builds the TensorFlow ops when it lowers the graph, after the layer is applied:
-  # the variant must keep padding off through the lowering, or it times the padded layer.
+  # the variant must keep the tuning off through the lowering, or it times the tuned layer.
   from mtf_switch import cpu_gemm
-  monkeypatch.setattr(cpu_gemm, "onednn_runs_avx2_sgemm", lambda: True)
-  sizes = bench.Sizes(tokens=512, length=64, d_model=256, d_ff=256)
-  pads = {}
-  for variant in ("gather", "gather_unpadded"):
+  monkeypatch.setattr(cpu_gemm, "machine_runs_onednn_avx2_sgemm", lambda: True)
+  sizes = bench.Sizes(tokens=512, length=64, d_model=512, d_ff=1024)
+  ops = {}
+  for variant in ("gather", "gather_untuned"):
     step = bench.Step(variant, bench.Config(8, 1.25, 64), sizes, threads=1)
     try:
-      pads[variant] = sum(op.type == "Pad" for op in step.graph.get_operations())
+      ops[variant] = collections.Counter(op.type for op in step.graph.get_operations())
     finally:
       step.close()
-  assert pads == {"gather": 2, "gather_unpadded": 0}  # one tf.pad per kernel: wi and wo
+  # Tuned: one tf.pad per kernel (wi and wo), and no transpose of the 2 MiB weights' input
+  # gradients; untuned: no pad, and the (W dY^T)^T forms' transposes.
+  assert ops["gather"]["Pad"] == 2 and ops["gather_untuned"]["Pad"] == 0
+  assert ops["gather"]["Transpose"] < ops["gather_untuned"]["Transpose"]

@@ -1,5 +1,6 @@
-"""The forward's weight padding (mtf_switch.cpu_gemm): when it pads, by hand, and that a
-padded packed FFN gives the unpadded one's values and gradients."""
+"""The tuning for oneDNN's AVX2 sgemm (mtf_switch.cpu_gemm): when the forward pads its weights,
+by hand, and that a packed FFN built for that sgemm gives the other build's values and
+gradients."""
 
 import numpy as np
 import pytest
@@ -19,24 +20,26 @@ from mtf_switch import cpu_gemm, packed_experts
     (0, 2048, 4, 0),      # no rows expected
 ])
 def test_forward_padding_by_hand(rows, columns, dtype_size, pad):
-  with cpu_gemm.padding_forced(True):
+  with cpu_gemm.assume_onednn_avx2_sgemm(True):
     assert cpu_gemm.forward_padding(rows, columns, dtype_size) == pad
-  with cpu_gemm.padding_forced(False):
+  with cpu_gemm.assume_onednn_avx2_sgemm(False):
     assert cpu_gemm.forward_padding(rows, columns, dtype_size) == 0
 
 
-def test_the_machine_decides_outside_a_forced_context(monkeypatch):
+def test_the_machine_decides_outside_an_assumption(monkeypatch):
   for machine in (True, False):
-    monkeypatch.setattr(cpu_gemm, "onednn_runs_avx2_sgemm", lambda machine=machine: machine)
+    monkeypatch.setattr(cpu_gemm, "machine_runs_onednn_avx2_sgemm",
+                        lambda machine=machine: machine)
     assert cpu_gemm.forward_padding(256, 2048, 4) == (16 if machine else 0)
+    assert cpu_gemm.direct_transposed_products() is machine
 
 
-def test_padding_forced_restores_the_previous_choice():
-  with cpu_gemm.padding_forced(True):
-    with cpu_gemm.padding_forced(False):
+def test_an_assumption_restores_the_previous_one():
+  with cpu_gemm.assume_onednn_avx2_sgemm(True):
+    with cpu_gemm.assume_onednn_avx2_sgemm(False):
       assert cpu_gemm.forward_padding(256, 2048, 4) == 0
     assert cpu_gemm.forward_padding(256, 2048, 4) == 16
-  assert cpu_gemm._forced is None
+  assert cpu_gemm._assumed is None
 
 
 def test_avx512_cpus_and_onednn_off_do_not_pad(monkeypatch):
@@ -49,10 +52,10 @@ def test_avx512_cpus_and_onednn_off_do_not_pad(monkeypatch):
       (frozenset(), True, False)]:
     monkeypatch.setattr(cpu_gemm, "_cpu_flags", lambda flags=flags: flags)
     monkeypatch.setattr(_pywrap_util_port, "IsMklEnabled", lambda onednn=onednn: onednn)
-    assert cpu_gemm.onednn_runs_avx2_sgemm() is expected
+    assert cpu_gemm.machine_runs_onednn_avx2_sgemm() is expected
 
 
-def _packed_ffn(padded, activations):
+def _packed_ffn(tuned, activations):
   """Outputs, gradients (slots, kernels) and op types of a packed FFN: 2 experts, 1 group, 4
   slots (3 and 2 filled), d_model and hidden 256 (a multiple of 256: padding applies)."""
   rng = np.random.RandomState(0)
@@ -62,7 +65,7 @@ def _packed_ffn(padded, activations):
   slots[1, 0, 2:] = 0.0
   kernels = [rng.randn(2, d, h).astype(np.float32) * 0.1 for _ in activations]
   kernels.append(rng.randn(2, h, d).astype(np.float32) * 0.1)
-  with tf.Graph().as_default() as graph, cpu_gemm.padding_forced(padded):
+  with tf.Graph().as_default() as graph, cpu_gemm.assume_onednn_avx2_sgemm(tuned):
     slots_t = tf.constant(slots)
     kernel_ts = [tf.constant(k) for k in kernels]
     out = packed_experts._packed_slot_ffn(
@@ -75,10 +78,10 @@ def _packed_ffn(padded, activations):
 
 
 @pytest.mark.parametrize("activations", [["relu"], ["gelu", "linear"]])
-def test_a_padded_forward_gives_the_same_values_and_gradients(activations):
+def test_the_tuned_ffn_gives_the_same_values_and_gradients(activations):
   padded, padded_ops = _packed_ffn(True, activations)
   plain, plain_ops = _packed_ffn(False, activations)
-  # The padded graph multiplies by padded copies; the plain one has no Pad op at all.
+  # The tuned graph multiplies by padded copies; the other has no Pad op at all.
   assert "Pad" in padded_ops and "Pad" not in plain_ops
   for a, b in zip(padded, plain, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -91,7 +94,7 @@ def _layer_pads(num_experts, tokens, group_size):
   import mesh_tensorflow as mtf
 
   from mtf_switch import layers
-  with tf.Graph().as_default() as graph, cpu_gemm.padding_forced(True):
+  with tf.Graph().as_default() as graph, cpu_gemm.assume_onednn_avx2_sgemm(True):
     mesh = mtf.Mesh(mtf.Graph(), "mesh")
     dims = [mtf.Dimension("batch", 1), mtf.Dimension("length", tokens),
             mtf.Dimension("d_model", 512)]

@@ -325,7 +325,7 @@ def test_benchmark_tool_runs_at_a_toy_size(capsys):
   assert "JSON_SUMMARY" in out
   for variant in bench.DEFAULT_VARIANTS:
     assert f"| {variant} |" in out
-  assert "| gather_unpadded |" not in out  # only when asked for
+  assert "| gather_untuned |" not in out  # only when asked for
 
 
 def test_packed_ffn_gradient_stays_inside_its_layer_when_variables_are_stacked():

@@ -8,12 +8,20 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from mtf_switch import packed_experts
+from mtf_switch import cpu_gemm, packed_experts
 
 
 def _run(fetches):
   with tf.Session() as session:
     return session.run(fetches)
+
+
+@pytest.fixture(autouse=True)
+def _not_tuned_for_avx2_sgemm():
+  """The forms these tests name are those of a machine without oneDNN's AVX2 sgemm; the
+  tuning for it has its own tests below and in test_cpu_gemm.py."""
+  with cpu_gemm.assume_onednn_avx2_sgemm(False):
+    yield
 
 
 @pytest.mark.parametrize("min_weight_bytes, form", [(0, "Transpose"), (1 << 20, "MatMul")])
@@ -53,6 +61,17 @@ def weight_gradient_form(request, monkeypatch):
   monkeypatch.setattr(packed_experts, "TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES",
                       0 if products == "transposed" else 1 << 20)
   return request.param
+
+
+@pytest.mark.parametrize("avx2_sgemm, form", [(False, "Transpose"), (True, "MatMul")])
+def test_a_large_weight_takes_the_direct_form_for_the_avx2_sgemm(
+    monkeypatch, avx2_sgemm, form):
+  monkeypatch.setattr(packed_experts, "TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES", 0)
+  with tf.Graph().as_default(), cpu_gemm.assume_onednn_avx2_sgemm(avx2_sgemm):
+    product = packed_experts._transposed_product(tf.constant([[1.0, 2.0]]),
+                                                 tf.constant([[3.0, 4.0], [5.0, 6.0]]))
+    assert product.op.type == form
+    np.testing.assert_array_equal(_run(product), [[11.0, 17.0]])
 
 
 def _relu_ffn(slots, counts, wi, wo):
