@@ -77,8 +77,10 @@ def packing_pays(d_model: int, hidden_size: int) -> bool:
 # 2080; at 320 (32 experts) 8-13% slower. Input gradients batched too, at 80 slots: the step
 # 1-4% faster in two paired runs (1.49 -> 1.47, 1.46 -> 1.43 x dense), with 151 backward ops
 # instead of 663 (tools/bench_expert_matmuls.py, the two input gradients: 67 and 65 ms batched
-# against 66 and 73 per expert).
-# 160 is between.
+# against 66 and 73 per expert). Built for oneDNN's AVX2 sgemm (cpu_gemm), the input gradients
+# run per expert in the direct form even here: tools/bench_expert_matmuls.py, 128 experts,
+# 122 and 119 ms per expert against 142 and 140 batched; the layer 1.46 -> 1.38x dense
+# (bench_dispatch.py --quick --rounds 7, quiet). 160 is between.
 BATCHED_BACKWARD_MAX_SLOTS = 160
 
 
@@ -267,38 +269,13 @@ def _elementwise_gradient(forward: _ExpertForward, d_hiddens):
   return [d_flat_pres[i * factors:(i + 1) * factors] for i in range(len(forward.hiddens))]
 
 
-def _slot_layout_gradient(layout: _SlotLayout, slots, kernels, forward: _ExpertForward,
-                          d_slots):
-  """Every product batched over the experts' slots; only the elementwise part packed.
-
-  Empty slots are zero in slots, in the stitched hidden layer and in d_pre, so they add
-  nothing to any product; the rows of d_slots in empty slots are never read (the hidden
-  layer's gradient is gathered at the filled rows).
+def _per_expert_input_gradients(layout: _SlotLayout, d_model: int, forward: _ExpertForward,
+                                d_slots):
+  """The input gradients per expert on its filled rows.
 
   Returns:
-    The gradients of (slots, rows, rows_per_expert, *kernels), None for the indices.
-  """
-  *wi_stacked, wo_stacked = kernels
-  d_model, hidden_width = slots.shape[3], wo_stacked.shape[1]
-  d_slot_rows = layout.by_slot(d_slots, d_model)
-  d_hidden_slots = _transposed_product(d_slot_rows, wo_stacked)  # [e, s, h]
-  d_pres = _elementwise_gradient(forward, layout.gather(d_hidden_slots, hidden_width))
-  d_pre_slots = [layout.by_slot(layout.to_slots([d_pre[k] for d_pre in d_pres], hidden_width),
-                                hidden_width) for k in range(len(wi_stacked))]
-  d_input = tf.add_n([_transposed_product(d_pre_slot, kernel)
-                      for d_pre_slot, kernel in zip(d_pre_slots, wi_stacked, strict=True)])
-  d_wi = [tf.matmul(layout.by_slot(slots, d_model), d_pre_slot, transpose_a=True)
-          for d_pre_slot in d_pre_slots]
-  d_wo = tf.matmul(layout.by_slot(layout.to_slots(forward.hiddens, hidden_width), hidden_width),
-                   d_slot_rows, transpose_a=True)
-  return [tf.reshape(d_input, slots.shape), None, None] + d_wi + [d_wo]
-
-
-def _per_expert_gradient(layout: _SlotLayout, d_model: int, forward: _ExpertForward, d_slots):
-  """Every product per expert on its filled rows; weight gradients stacked.
-
-  Returns:
-    The gradients of (slots, rows, rows_per_expert, *kernels), None for the indices.
+    (d_pres, d_inputs): per expert, the gradients of its pre-activations (one per wi kernel)
+    and of its input rows [rows, d].
   """
   d_outputs = layout.gather(d_slots, d_model)
   d_pres = _elementwise_gradient(
@@ -311,6 +288,53 @@ def _per_expert_gradient(layout: _SlotLayout, d_model: int, forward: _ExpertForw
       term = _transposed_product(d_pre, kernel[expert])
       d_input = term if d_input is None else d_input + term
     d_inputs.append(d_input)
+  return d_outputs, d_pres, d_inputs
+
+
+def _slot_layout_gradient(layout: _SlotLayout, slots, kernels, forward: _ExpertForward,
+                          d_slots):
+  """The weight gradients batched over the experts' slots; the input gradients too, or, where
+  oneDNN's AVX2 sgemm runs them (``cpu_gemm.direct_transposed_products``), per expert on its
+  filled rows. The elementwise part is packed.
+
+  Empty slots are zero in slots, in the stitched hidden layer and in d_pre, so they add
+  nothing to any product; the rows of d_slots in empty slots are never read (the hidden
+  layer's gradient is computed or gathered at the filled rows only).
+
+  Returns:
+    The gradients of (slots, rows, rows_per_expert, *kernels), None for the indices.
+  """
+  *wi_stacked, wo_stacked = kernels
+  d_model, hidden_width = slots.shape[3], wo_stacked.shape[1]
+  d_slot_rows = layout.by_slot(d_slots, d_model)
+  if cpu_gemm.direct_transposed_products():
+    _, d_pres, d_inputs = _per_expert_input_gradients(layout, d_model, forward, d_slots)
+  else:
+    d_hidden_slots = _transposed_product(d_slot_rows, wo_stacked)  # [e, s, h]
+    d_pres = _elementwise_gradient(forward, layout.gather(d_hidden_slots, hidden_width))
+  d_pre_slots = [layout.by_slot(layout.to_slots([d_pre[k] for d_pre in d_pres], hidden_width),
+                                hidden_width) for k in range(len(wi_stacked))]
+  if cpu_gemm.direct_transposed_products():
+    d_input = layout.to_slots(d_inputs, d_model)
+  else:
+    d_input = tf.reshape(
+        tf.add_n([_transposed_product(d_pre_slot, kernel)
+                  for d_pre_slot, kernel in zip(d_pre_slots, wi_stacked, strict=True)]),
+        slots.shape)
+  d_wi = [tf.matmul(layout.by_slot(slots, d_model), d_pre_slot, transpose_a=True)
+          for d_pre_slot in d_pre_slots]
+  d_wo = tf.matmul(layout.by_slot(layout.to_slots(forward.hiddens, hidden_width), hidden_width),
+                   d_slot_rows, transpose_a=True)
+  return [d_input, None, None] + d_wi + [d_wo]
+
+
+def _per_expert_gradient(layout: _SlotLayout, d_model: int, forward: _ExpertForward, d_slots):
+  """Every product per expert on its filled rows; weight gradients stacked.
+
+  Returns:
+    The gradients of (slots, rows, rows_per_expert, *kernels), None for the indices.
+  """
+  d_outputs, d_pres, d_inputs = _per_expert_input_gradients(layout, d_model, forward, d_slots)
   d_wi = [tf.stack([tf.matmul(piece, d_pre[k], transpose_a=True)
                     for piece, d_pre in zip(forward.inputs, d_pres, strict=True)])
           for k in range(len(forward.wi_kernels))]

@@ -16,15 +16,20 @@ wo [d_ff, d_model]):
 
 Forms:
   dense               one product over all tokens (the bar; bench_dispatch's dense variant).
-  per expert          one product per expert on its filled rows; input gradients through
-                      ``packed_experts._transposed_product``, weight gradients stacked.
+  per expert          one product per expert on its filled rows; input gradients as
+                      (W dY^T)^T, weight gradients stacked.
+  per expert padded   (forward) each expert's weight padded with zero columns, the extra
+                      columns dropped from the product (``mtf_switch.cpu_gemm``).
   per expert direct   input gradients as one tf.matmul(.., transpose_b=True) per expert.
   slots               one batched product over every capacity slot (the empty ones too);
-                      input gradients through ``packed_experts._transposed_product``.
+                      input gradients as (W dY^T)^T.
   slots direct        input gradients as one batched tf.matmul(.., transpose_b=True).
-The "layer" column marks the forms ``mtf_switch.packed_experts`` builds at these sizes: the
-forward per expert; the backward over the slots up to ``BATCHED_BACKWARD_MAX_SLOTS`` slots
-per expert, per expert beyond.
+The "layer" column marks the forms ``mtf_switch.packed_experts`` builds at these sizes on this
+machine: the forward per expert (padded where ``cpu_gemm.forward_padding`` says so); the
+backward over the slots up to ``BATCHED_BACKWARD_MAX_SLOTS`` slots per expert, per expert
+beyond; input gradients direct for small weights or where ``cpu_gemm`` says so.
+TensorFlow runs as ``switch_mesh_transformer`` runs it: oneDNN on unless TF_ENABLE_ONEDNN_OPTS
+is set (switch_cli).
 Routing is taken as balanced: every expert fills tokens / experts rows (the mean load), out
 of groups x capacity slots. GFLOP/s counts useful FLOPs only (filled rows), so a form that
 multiplies empty slots shows it as lower throughput.
@@ -49,11 +54,13 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# The command's process settings before TensorFlow is imported (oneDNN's kernels).
+import switch_cli  # noqa: E402,F401
 import mtf_switch  # noqa: E402,F401  (compat repair before TensorFlow's v1 API is used)
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 from mtf_switch import capacity as capacity_lib  # noqa: E402
-from mtf_switch import packed_experts  # noqa: E402
+from mtf_switch import cpu_gemm, packed_experts  # noqa: E402
 
 PRODUCTS = ("forward wi", "forward wo", "input grad wo", "input grad wi", "weight grad wi",
             "weight grad wo")
@@ -101,10 +108,16 @@ def check_shape(shape: Shape) -> None:
 def layer_form(shape: Shape, product: str) -> str:
   """The form mtf_switch.packed_experts builds for this product at these sizes."""
   if product.startswith("forward"):
-    return "per expert"
-  if shape.slots_per_expert <= packed_experts.BATCHED_BACKWARD_MAX_SLOTS:
-    return "slots"
-  return "per expert"
+    columns = shape.d_ff if product == "forward wi" else shape.d_model
+    padded = cpu_gemm.forward_padding(shape.rows_per_expert, columns, 4)
+    return "per expert padded" if padded else "per expert"
+  layout = ("slots" if shape.slots_per_expert <= packed_experts.BATCHED_BACKWARD_MAX_SLOTS
+            else "per expert")
+  if product.startswith("input grad") and (
+      cpu_gemm.direct_transposed_products()
+      or 4 * shape.d_model * shape.d_ff < packed_experts.TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES):
+    return layout + " direct"
+  return layout
 
 
 def useful_gflop(shape: Shape) -> float:
@@ -154,23 +167,34 @@ def build_fetches(shape: Shape):
   def weight_grad(a, b):
     return tf.matmul(a, b, transpose_a=True)
 
+  def transposed(a, b):
+    """(b a^T)^T: the product form for a large weight b on most kernels."""
+    return tf.linalg.matrix_transpose(tf.matmul(b, a, transpose_b=True))
+
+  def padded(pieces, stacked, per_expert_weights, width):
+    with cpu_gemm.assume_onednn_avx2_sgemm(True):
+      weights = packed_experts._forward_kernels(  # noqa: SLF001
+          stacked, per_expert_weights, shape.rows_per_expert)
+    return [packed_experts._times(piece, w, width)  # noqa: SLF001
+            for piece, w in zip(pieces, weights, strict=True)]
+
   outputs = {
       ("forward wi", "dense"): [tf.matmul(x, wi)],
       ("forward wi", "per expert"): per_expert(tf.matmul, expert_x, wi_e),
+      ("forward wi", "per expert padded"): padded(expert_x, expert_wi, wi_e, f),
       ("forward wi", "slots"): [tf.matmul(slot_x, expert_wi)],
       ("forward wo", "dense"): [tf.matmul(h, wo)],
       ("forward wo", "per expert"): per_expert(tf.matmul, expert_h, wo_e),
+      ("forward wo", "per expert padded"): padded(expert_h, expert_wo, wo_e, d),
       ("forward wo", "slots"): [tf.matmul(slot_h, expert_wo)],
   }
   for product, d_out, d_out_e, d_out_slots, w, w_e, w_stacked in (
       ("input grad wo", dy, expert_dy, slot_dy, wo, wo_e, expert_wo),
       ("input grad wi", dpre, expert_dpre, slot_dpre, wi, wi_e, expert_wi)):
     outputs[(product, "dense")] = [direct(d_out, w)]
-    outputs[(product, "per expert")] = per_expert(
-        packed_experts._transposed_product, d_out_e, w_e)  # noqa: SLF001
+    outputs[(product, "per expert")] = per_expert(transposed, d_out_e, w_e)
     outputs[(product, "per expert direct")] = per_expert(direct, d_out_e, w_e)
-    outputs[(product, "slots")] = [
-        packed_experts._transposed_product(d_out_slots, w_stacked)]  # noqa: SLF001
+    outputs[(product, "slots")] = [transposed(d_out_slots, w_stacked)]
     outputs[(product, "slots direct")] = [direct(d_out_slots, w_stacked)]
   for product, left, left_e, left_slots, right, right_e, right_slots in (
       ("weight grad wi", x, expert_x, slot_x, dpre, expert_dpre, slot_dpre),
@@ -242,7 +266,8 @@ def main(argv=None) -> int:
     parser.error(str(error))
 
   print(f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, TF {tf.__version__}; "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, TF {tf.__version__} (built for "
+        f"oneDNN's AVX2 sgemm: {cpu_gemm.onednn_avx2_sgemm()}); "
         f"threads {args.threads} intra-op, {args.inter_op_threads} inter-op; {args.rounds} rounds;"
         f" {dataclasses.asdict(shape)}: {shape.rows_per_expert} rows and "
         f"{shape.slots_per_expert} slots per expert", flush=True)

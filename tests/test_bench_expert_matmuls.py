@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from mtf_switch import cpu_gemm
 from switch_experiments import bench_expert_matmuls as bench
 
 
@@ -19,12 +20,20 @@ def test_layer_forms_follow_the_backward_rule():
   many = bench.Shape()  # 80 slots per expert: the backward over the slots
   few = bench.Shape(experts=32, group_size=1024)  # 8 x 40 = 320: per expert
   assert few.slots_per_expert == 320
-  assert bench.layer_form(many, "forward wi") == bench.layer_form(few, "forward wo") == (
-      "per expert")
-  assert bench.layer_form(many, "input grad wi") == bench.layer_form(many, "weight grad wo") == (
-      "slots")
-  assert bench.layer_form(few, "input grad wo") == bench.layer_form(few, "weight grad wi") == (
-      "per expert")
+  with cpu_gemm.assume_onednn_avx2_sgemm(False):
+    assert bench.layer_form(many, "forward wi") == bench.layer_form(few, "forward wo") == (
+        "per expert")
+    assert bench.layer_form(many, "input grad wi") == bench.layer_form(many, "weight grad wo") == (
+        "slots")
+    assert bench.layer_form(few, "input grad wo") == bench.layer_form(few, "weight grad wi") == (
+        "per expert")
+  with cpu_gemm.assume_onednn_avx2_sgemm(True):
+    # 64 and 256 rows by 2048 (wi) or 512 (wo) columns: oneDNN's no-copy kernel, padded.
+    assert bench.layer_form(many, "forward wi") == bench.layer_form(few, "forward wo") == (
+        "per expert padded")
+    assert bench.layer_form(many, "input grad wi") == "slots direct"
+    assert bench.layer_form(few, "input grad wo") == "per expert direct"
+    assert bench.layer_form(few, "weight grad wi") == "per expert"
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -46,6 +55,7 @@ def test_a_tiny_run_times_every_form_and_marks_the_layers(capsys):
   for product in bench.PRODUCTS:
     assert (product, "dense") in forms and (product, "per expert") in forms
     assert (product, "slots") in forms
+  assert ("forward wi", "per expert padded") in forms
   assert record["slots_per_expert"] == 2 * 10  # 2 groups x ceil(32 / 4 x 1.25)
   layer = {row["product"]: row["form"] for row in record["products"] if row["layer"]}
   assert layer == {p: bench.layer_form(bench.Shape(64, 4, 32, 1.25, 8, 16), p)

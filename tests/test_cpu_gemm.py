@@ -83,8 +83,9 @@ def test_the_tuned_ffn_gives_the_same_values_and_gradients(activations):
   plain, plain_ops = _packed_ffn(False, activations)
   # The tuned graph multiplies by padded copies; the other has no Pad op at all.
   assert "Pad" in padded_ops and "Pad" not in plain_ops
+  # The same products summed in other orders: equal to float32 rounding at each array's scale.
   for a, b in zip(padded, plain, strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
   assert np.abs(plain[0]).sum() > 0 and all(np.abs(g).sum() > 0 for g in plain[1:])
 
 

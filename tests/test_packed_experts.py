@@ -50,17 +50,19 @@ def test_transposed_product_batches_over_the_experts(
 
 
 @pytest.fixture(params=[("batched", "direct"), ("stacked", "direct"), ("batched", "transposed"),
-                        ("stacked", "transposed")])
+                        ("stacked", "transposed"), ("batched", "avx2 sgemm")])
 def weight_gradient_form(request, monkeypatch):
   """Each test runs with both layouts of the backward (batched over the 2 slots per expert
-  here, or per expert and stacked) and both forms of the input gradients' products (the
-  weights here are 4 bytes)."""
+  here, or per expert and stacked), both forms of the input gradients' products (the
+  weights here are 4 bytes), and the batched layout as built for oneDNN's AVX2 sgemm (input
+  gradients per expert, direct)."""
   weights, products = request.param
   monkeypatch.setattr(packed_experts, "BATCHED_BACKWARD_MAX_SLOTS",
                       2 if weights == "batched" else 1)
   monkeypatch.setattr(packed_experts, "TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES",
                       0 if products == "transposed" else 1 << 20)
-  return request.param
+  with cpu_gemm.assume_onednn_avx2_sgemm(products == "avx2 sgemm"):
+    yield request.param
 
 
 @pytest.mark.parametrize("avx2_sgemm, form", [(False, "Transpose"), (True, "MatMul")])
