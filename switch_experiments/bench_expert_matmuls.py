@@ -27,7 +27,8 @@ Forms:
 The "layer" column marks the forms ``mtf_switch.packed_experts`` builds at these sizes on this
 machine: the forward per expert (padded where ``cpu_gemm.forward_padding`` says so); the
 backward over the slots up to ``BATCHED_BACKWARD_MAX_SLOTS`` slots per expert, per expert
-beyond; input gradients direct for small weights or where ``cpu_gemm`` says so.
+beyond; input gradients direct for small weights, and per expert and direct where ``cpu_gemm``
+says so.
 TensorFlow runs as ``switch_mesh_transformer`` runs it: oneDNN on unless TF_ENABLE_ONEDNN_OPTS
 is set (switch_cli).
 Routing is taken as balanced: every expert fills tokens / experts rows (the mean load), out
@@ -113,10 +114,11 @@ def layer_form(shape: Shape, product: str) -> str:
     return "per expert padded" if padded else "per expert"
   layout = ("slots" if shape.slots_per_expert <= packed_experts.BATCHED_BACKWARD_MAX_SLOTS
             else "per expert")
-  if product.startswith("input grad") and (
-      cpu_gemm.direct_transposed_products()
-      or 4 * shape.d_model * shape.d_ff < packed_experts.TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES):
-    return layout + " direct"
+  if product.startswith("input grad"):
+    if cpu_gemm.direct_transposed_products():  # per expert in either layout
+      return "per expert direct"
+    if 4 * shape.d_model * shape.d_ff < packed_experts.TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES:
+      return layout + " direct"
   return layout
 
 

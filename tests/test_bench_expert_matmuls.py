@@ -31,7 +31,8 @@ def test_layer_forms_follow_the_backward_rule():
     # 64 and 256 rows by 2048 (wi) or 512 (wo) columns: oneDNN's no-copy kernel, padded.
     assert bench.layer_form(many, "forward wi") == bench.layer_form(few, "forward wo") == (
         "per expert padded")
-    assert bench.layer_form(many, "input grad wi") == "slots direct"
+    assert bench.layer_form(many, "input grad wi") == "per expert direct"
+    assert bench.layer_form(many, "weight grad wi") == "slots"
     assert bench.layer_form(few, "input grad wo") == "per expert direct"
     assert bench.layer_form(few, "weight grad wi") == "per expert"
 
