@@ -218,7 +218,7 @@ def _forward_kernels(kernel, unstacked, rows: float):
   (kernel [e, k, n] unstacked) itself, or, where ``cpu_gemm.forward_padding`` says the
   product runs faster so, a copy with zero columns appended ([k, n + pad]; one tf.pad of the
   whole kernel)."""
-  pad = cpu_gemm.forward_padding(rows, kernel.shape[-1], kernel.dtype.size)
+  pad = cpu_gemm.forward_padding(rows, int(kernel.shape[-1]), kernel.dtype.size)
   if not pad:
     return unstacked
   return tf.unstack(tf.pad(kernel, [[0, 0], [0, 0], [0, pad]]), num=kernel.shape[0])
@@ -227,7 +227,7 @@ def _forward_kernels(kernel, unstacked, rows: float):
 def _times(rows, weight, width: int):
   """rows [m, k] x weight [k, width] or its padded copy [k, width + pad] -> [m, width]."""
   product = tf.matmul(rows, weight)
-  return product if weight.shape[-1] == width else product[:, :width]
+  return product if int(weight.shape[-1]) == width else product[:, :width]
 
 
 def _expert_forward(layout: _SlotLayout, slots, kernels, activations, dropout_rate, train,
@@ -242,10 +242,11 @@ def _expert_forward(layout: _SlotLayout, slots, kernels, activations, dropout_ra
   # [e, d, h] tensor of zeros; unstack (axis 0) shares the kernel's buffer.
   unstacked = [tf.unstack(kernel, num=layout.num_experts) for kernel in kernels]
   *wi_kernels, wo_kernels = unstacked
-  rows = layout.slots_per_expert * expected_fill
+  # int(): under TensorFlow's v1 shapes (as the command line runs) a size is a Dimension.
+  rows = int(layout.slots_per_expert) * expected_fill
   *wi_forward, wo_forward = [_forward_kernels(kernel, per_expert, rows)
                              for kernel, per_expert in zip(kernels, unstacked, strict=True)]
-  hidden_width, d_model = kernels[-1].shape[1], kernels[-1].shape[2]
+  hidden_width, d_model = int(kernels[-1].shape[1]), int(kernels[-1].shape[2])
   pre_activations, hiddens, outputs = [], [], []
   for expert, piece in enumerate(inputs):
     pres = [_times(piece, kernel[expert], hidden_width) for kernel in wi_forward]

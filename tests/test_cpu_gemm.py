@@ -114,3 +114,13 @@ def test_the_layer_pads_where_its_experts_get_few_rows():
   assert _layer_pads(num_experts=8, tokens=512, group_size=512) == 2
   # 2048 tokens over 2 experts: 1024 rows each (1/1024 + 1/512 = 0.0029), never padded.
   assert _layer_pads(num_experts=2, tokens=2048, group_size=2048) == 0
+
+
+def test_the_tuned_ffn_builds_under_tensorflow_v1_shapes():
+  # The command line runs with v1 TensorShapes, whose sizes are Dimensions, not ints.
+  tf.disable_v2_tensorshape()
+  try:
+    values, ops = _packed_ffn(True, ["relu"])
+  finally:
+    tf.enable_v2_tensorshape()
+  assert "Pad" in ops and np.abs(values[0]).sum() > 0
