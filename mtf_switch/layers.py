@@ -220,8 +220,8 @@ class _RoutedExperts(transformer.TransformerLayer):
         the filled capacity slots only (``packed_experts``) when each device holds whole
         d_model and d_ff rows; the same results, fewer FLOPs below full capacity. True or
         False; "auto" (the default) packs only experts large enough for it to pay
-        (``packed_experts.PACKED_MIN_WEIGHT_ELEMENTS``): small experts run faster on every
-        slot (see batch_expert_slots) than as the packed FFN's many small matmuls.
+        (``packed_experts.packing_pays``): small experts run faster on every slot (see
+        batch_expert_slots) than as the packed FFN's many small matmuls.
       batch_expert_slots: outside TPU computations, where the packed FFN is not used but the
         layout would allow it, run the expert FFN on every slot as batched matmuls over each
         device's slots (``packed_experts.batched_expert_ffn``; the same results, plain

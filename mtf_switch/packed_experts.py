@@ -60,11 +60,20 @@ _TF_ACTIVATIONS = {
 # d_ff 2048 (2^20) was 1.39x faster packed at 32 experts and 2.06x at 128. 2^18 lies between
 # the two measured sizes; no size in between was measured.
 PACKED_MIN_WEIGHT_ELEMENTS = 1 << 18
+# The same threshold where the graph is built for oneDNN's AVX2 sgemm (cpu_gemm), whose tuned
+# products make packing pay sooner: switch_tiny (2^16) trained 1.04x faster packed than on
+# every slot, in two quiet runs on such a machine (tools/bench_cli_training.py --models switch
+# --variants default,packed, 3 and 6 rounds; packed faster in 5 of the 6 paired rounds).
+# Smaller experts were not measured.
+PACKED_MIN_WEIGHT_ELEMENTS_AVX2_SGEMM = 1 << 16
 
 
 def packing_pays(d_model: int, hidden_size: int) -> bool:
-  """Whether skip_empty_slots="auto" packs experts of this size (PACKED_MIN_WEIGHT_ELEMENTS)."""
-  return d_model * hidden_size >= PACKED_MIN_WEIGHT_ELEMENTS
+  """Whether skip_empty_slots="auto" packs experts of this size: PACKED_MIN_WEIGHT_ELEMENTS, or
+  PACKED_MIN_WEIGHT_ELEMENTS_AVX2_SGEMM where the graph is built for oneDNN's AVX2 sgemm."""
+  threshold = (PACKED_MIN_WEIGHT_ELEMENTS_AVX2_SGEMM if cpu_gemm.onednn_avx2_sgemm()
+               else PACKED_MIN_WEIGHT_ELEMENTS)
+  return d_model * hidden_size >= threshold
 
 
 # The backward: up to this many capacity slots per expert (groups x capacity, in one slice),

@@ -372,8 +372,12 @@ def test_packed_ffn_gradient_stays_inside_its_layer_when_variables_are_stacked()
 
 
 def test_auto_packs_only_experts_large_enough_to_pay(monkeypatch):
-  # switch_tiny's experts (d_model 128 x d_ff 512) run on every slot; the benchmark's (512 x
-  # 2048) are packed; an explicit True or False is honoured at any size.
+  # Built as for any matmul kernel: switch_tiny's experts (d_model 128 x d_ff 512) run on
+  # every slot; the benchmark's (512 x 2048) are packed; an explicit True or False is honoured
+  # at any size. Built for oneDNN's AVX2 sgemm, switch_tiny's are packed too.
+  with cpu_gemm.assume_onednn_avx2_sgemm(True):
+    assert packed_experts.packing_pays(128, 512) and not packed_experts.packing_pays(64, 512)
+  monkeypatch.setattr(cpu_gemm, "_assumed", False)
   assert not packed_experts.packing_pays(128, 512)
   assert packed_experts.packing_pays(512, 2048)
   model = mtf.Dimension("d_model", 128)
