@@ -63,7 +63,8 @@ PACKED_MIN_WEIGHT_ELEMENTS = 1 << 18
 # The same threshold where the graph is built for oneDNN's AVX2 sgemm (cpu_gemm), whose tuned
 # products make packing pay sooner: switch_tiny (2^16) trained 1.04x faster packed than on
 # every slot, in two quiet runs on such a machine (tools/bench_cli_training.py --models switch
-# --variants default,packed, 3 and 6 rounds; packed faster in 5 of the 6 paired rounds).
+# --variants default,packed, 3 and 6 rounds; of the 6 paired rounds packed was faster in 4,
+# level in 1, slower in 1).
 # Smaller experts were not measured.
 PACKED_MIN_WEIGHT_ELEMENTS_AVX2_SGEMM = 1 << 16
 
