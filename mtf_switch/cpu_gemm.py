@@ -1,5 +1,5 @@
-"""When TensorFlow's CPU matmul runs an expert's product at half speed, and the padding that
-avoids it.
+"""The expert FFN tuned for oneDNN's AVX2 sgemm: where it runs an expert's product at half
+speed, and what the packed FFN does about it.
 
 TensorFlow 2.15 with its oneDNN kernels on (``TF_ENABLE_ONEDNN_OPTS=1``, as the command line
 runs) multiplies 2-D float32 matrices with oneDNN's sgemm. For a product with few rows that
@@ -8,8 +8,9 @@ reads the weight matrix with its own row stride. On a CPU without AVX-512 (oneDN
 heuristics; its AVX-512 ones treat a leading dimension that is a multiple of 256 elements as
 "bad" and pack instead) a row stride of a multiple of 256 float32 maps the rows onto the same
 cache sets, and the product runs at half speed: measured on the project's 2-core AMD EPYC
-(AVX2, oneDNN 3.2.1), [256, 512] x [512, 2048] at 45 GFLOP/s per thread against 94 for a
-[512, 2000] or [512, 2064] weight, 88 with 512 rows (packed); [256, 2048] x [2048, 512] at 62.
+(AVX2, oneDNN 3.2.1; a one-off scan, one thread), [256, 512] x [512, 2048] at 45 GFLOP/s
+against 94 for a [512, 2000] or [512, 2064] weight, 88 with 512 rows (packed); [256, 2048] x
+[2048, 512] at 62. ``tools/bench_expert_matmuls.py`` shows the same per product, both threads.
 
 An expert's weight is exactly such a matrix (d_model x d_ff, powers of two), and at 32 or 128
 experts an expert gets 256 or 64 rows per step. The packed expert FFN
@@ -22,7 +23,8 @@ The same sgemm runs a . b^T (b an expert's [n, k] weight, given as is with trans
 82 GFLOP/s per thread for 256 rows, as fast as the (b . a^T)^T form that
 ``packed_experts._transposed_product`` otherwise uses for large weights, without its
 transpose: on such a machine the input gradients take the direct form
-(``direct_transposed_products``).
+(``direct_transposed_products``), and with its products tuned the packed FFN pays for smaller
+experts (``packed_experts.packing_pays``). docs/performance.md has the measurements.
 """
 
 import contextlib

@@ -109,8 +109,8 @@ def _wi_names(activation: str):
 # were 24% of the Switch layers' op time, the direct form cut that op time by 17%. Where
 # oneDNN's AVX2 sgemm runs the products (cpu_gemm.direct_transposed_products) every size takes
 # the direct form: quiet A/B on such a machine, 4 MiB weights, 32 experts 1.16 -> 1.15 and
-# 1.17 -> 1.12x dense, 128 experts 1.47 -> 1.48 (bench_dispatch.py's gather_untuned variant
-# measures both forms of this machine-dependent tuning together).
+# 1.17 -> 1.12x dense, 128 experts 1.47 -> 1.48 (an A/B over bench_dispatch.Step; its
+# gather_untuned variant turns the whole tuning off).
 TRANSPOSED_PRODUCT_MIN_WEIGHT_BYTES = 1 << 20
 
 
@@ -285,8 +285,9 @@ def _per_expert_input_gradients(layout: _SlotLayout, d_model: int, forward: _Exp
   """The input gradients per expert on its filled rows.
 
   Returns:
-    (d_pres, d_inputs): per expert, the gradients of its pre-activations (one per wi kernel)
-    and of its input rows [rows, d].
+    (d_outputs, d_pres, d_inputs): per expert, the output gradient at its filled rows
+    [rows, d], the gradients of its pre-activations (one [rows, h] per wi kernel) and of its
+    input rows [rows, d].
   """
   d_outputs = layout.gather(d_slots, d_model)
   d_pres = _elementwise_gradient(
@@ -318,14 +319,15 @@ def _slot_layout_gradient(layout: _SlotLayout, slots, kernels, forward: _ExpertF
   *wi_stacked, wo_stacked = kernels
   d_model, hidden_width = slots.shape[3], wo_stacked.shape[1]
   d_slot_rows = layout.by_slot(d_slots, d_model)
-  if cpu_gemm.direct_transposed_products():
+  per_expert_inputs = cpu_gemm.direct_transposed_products()
+  if per_expert_inputs:
     _, d_pres, d_inputs = _per_expert_input_gradients(layout, d_model, forward, d_slots)
   else:
     d_hidden_slots = _transposed_product(d_slot_rows, wo_stacked)  # [e, s, h]
     d_pres = _elementwise_gradient(forward, layout.gather(d_hidden_slots, hidden_width))
   d_pre_slots = [layout.by_slot(layout.to_slots([d_pre[k] for d_pre in d_pres], hidden_width),
                                 hidden_width) for k in range(len(wi_stacked))]
-  if cpu_gemm.direct_transposed_products():
+  if per_expert_inputs:
     d_input = layout.to_slots(d_inputs, d_model)
   else:
     d_input = tf.reshape(
