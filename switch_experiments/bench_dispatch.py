@@ -193,6 +193,13 @@ class Memory:
   allocator_note: object = None
 
 
+def tuning() -> str:
+  """Whether the gather variants are built for oneDNN's AVX2 sgemm (mtf_switch.cpu_gemm): the
+  layer's ratios differ between machines that are and machines that are not."""
+  built = cpu_gemm.onednn_avx2_sgemm()
+  return f"built for oneDNN's AVX2 sgemm: {'yes' if built else 'no'}"
+
+
 def cpu_allocator() -> str:
   """Which CPU allocator TensorFlow uses here, and whether it caches freed memory.
 
@@ -670,7 +677,7 @@ def main(argv=None):
       parser.error(f"--profile_steps must be >= 1, got {args.profile_steps}")
     print(f"# profile of {args.profile}: machine {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {_load_average()}, TF {tf.__version__} "
-          f"(oneDNN {onednn_enabled()}, CPU allocator {cpu_allocator()}), "
+          f"(oneDNN {onednn_enabled()}, CPU allocator {cpu_allocator()}, {tuning()}), "
           f"threads {args.threads}; sizes {dataclasses.asdict(sizes)}", flush=True)
     for config in configs:
       profile(config, sizes, args.profile, args.profile_steps, args.threads, args.top,
@@ -679,7 +686,8 @@ def main(argv=None):
 
   print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {_load_average()}, TF {tf.__version__} (oneDNN {onednn_enabled()}, "
-        f"CPU allocator {cpu_allocator()}), threads {args.threads}; sizes {dataclasses.asdict(sizes)}; {rounds} rounds; fetch {args.fetch}", flush=True)
+        f"CPU allocator {cpu_allocator()}, {tuning()}), threads {args.threads}; "
+        f"sizes {dataclasses.asdict(sizes)}; {rounds} rounds; fetch {args.fetch}", flush=True)
   header = ("| experts | capacity factor | group size | variant | median s | min..max s | "
             "x dense (paired median) | step working memory MB (traced) | "
             "(allocator) | page faults per step |")
