@@ -74,6 +74,11 @@ class SwitchLayerShape:
     """Bytes of one all-to-all's whole tensor (all devices' slices together)."""
     return self.experts * self.groups * self.capacity * self.d_model * value_bytes
 
+  def filled_slot_count_bytes(self) -> int:
+    """Bytes of the float32 [experts, groups] filled-slot counts, which the packed expert FFN
+    re-splits from groups to experts once per step (forward only: they have no gradient)."""
+    return self.experts * self.groups * FLOAT32_BYTES
+
 
 def switch_layer_shape(num_tokens: int, num_experts: int, d_model: int, group_size: int,
                        capacity_factor: float, mesh_size: int) -> SwitchLayerShape:
@@ -303,6 +308,9 @@ def run_setting(args) -> dict:
   return {"timed_steps": len(hook.loop_seconds), "median_step_seconds": round(step_seconds, 4),
           "steps_per_second": round(1 / step_seconds, 3),
           "partition_graphs": len(hook.partition_graphs),
+          # skip_empty_slots="auto" decides in this process (mtf_switch.packed_experts).
+          "packed_experts": any("packed_expert_ffn" in op.name
+                                for op in hook.graph.get_operations()),
           **summarize_transfers(transfers)}
 
 
@@ -453,8 +461,10 @@ def main(argv=None) -> int:
   for workers in args.worker_counts:
     started = time.monotonic()
     record = measure(args, workers, log_dir)
+    expected = logical + (sum(layer.filled_slot_count_bytes() for layer in layers)
+                          if record.get("packed_experts") else 0)
     across_devices, across_tasks = expected_crossing_bytes(
-        logical, ring_tasks(workers, args.mesh_size))
+        expected, ring_tasks(workers, args.mesh_size))
     record.update(workers=workers, devices_per_worker=args.mesh_size // workers,
                   expected_all_to_all_bytes_across_devices=across_devices,
                   expected_all_to_all_bytes_across_tasks=across_tasks,
